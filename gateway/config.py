@@ -1,0 +1,182 @@
+"""Configuration: pydantic models loaded from a TOML file, overridden by ``PAYWALL_*`` variables.
+
+``PAYWALL_PLATFORM__API_TOKEN=...`` overrides ``[platform] api_token``: the prefix, then the
+section and key joined by ``__``. Complex values (lists) are given as JSON in the variable.
+Every problem is reported as :class:`~gateway.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.core.policy import ValidityPolicy
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "PAYWALL_"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlatformSettings(_Section):
+    """Where the platform API is and how patiently we talk to it."""
+
+    base_url: HttpUrl = HttpUrl("https://api.plenigo.com/api/v3.0")
+    api_token: SecretStr = SecretStr("")
+    connect_timeout: float = Field(default=1.0, gt=0, le=60)
+    request_timeout: float = Field(default=2.0, gt=0, le=120)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff: float = Field(default=0.05, ge=0, le=10)
+    retry_backoff_max: float = Field(default=1.0, ge=0, le=60)
+    max_retry_after: float = Field(default=2.0, ge=0, le=60)
+
+
+class AccessSettings(_Section):
+    """Decision knobs: time zone of daily windows, cache lifetimes, the unmatched-route policy."""
+
+    time_zone: str = "Europe/Berlin"
+    max_ttl: int = Field(default=300, gt=0, le=86_400)
+    default_ttl: int = Field(default=60, gt=0, le=86_400)
+    negative_ttl: int = Field(default=10, gt=0, le=3_600)
+    default_policy: Literal["deny", "public"] = "deny"
+    case_sensitive_paths: bool = True
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as "
+                             "'Europe/Berlin')") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ttls_within_cap(self) -> AccessSettings:
+        for name in ("default_ttl", "negative_ttl"):
+            if getattr(self, name) > self.max_ttl:
+                raise ValueError(f"{name} ({getattr(self, name)}) exceeds max_ttl ({self.max_ttl})")
+        return self
+
+    def validity_policy(self) -> ValidityPolicy:
+        return ValidityPolicy(
+            time_zone=ZoneInfo(self.time_zone),
+            max_ttl=timedelta(seconds=self.max_ttl),
+            default_ttl=timedelta(seconds=self.default_ttl),
+            negative_ttl=timedelta(seconds=self.negative_ttl),
+        )
+
+
+class RouteSettings(_Section):
+    """One ``[[routes]]`` entry: a path glob, the methods it covers, and what it requires."""
+
+    path: str
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    access_rights: tuple[str, ...] = ()
+    require: Literal["any", "all"] = "any"
+    public: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"route path {value!r} must start with '/'")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in value)
+        unknown = sorted(set(upper) - HTTP_METHODS)
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s) {', '.join(unknown)}")
+        if not upper:
+            raise ValueError("methods must not be empty (use [\"*\"] for every method)")
+        return upper
+
+    @model_validator(mode="after")
+    def _public_xor_rights(self) -> RouteSettings:
+        if self.public and self.access_rights:
+            raise ValueError(f"route {self.path!r} is public and also lists access_rights")
+        if not self.public and not self.access_rights:
+            raise ValueError(f"route {self.path!r} needs access_rights or public = true")
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sections mirror the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    platform: PlatformSettings = PlatformSettings()
+    access: AccessSettings = AccessSettings()
+    routes: tuple[RouteSettings, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides what the file (passed as init values) says.
+        return env_settings, init_settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load the TOML file at ``path`` (defaults only if None) with environment overrides."""
+    data = _read_toml(path) if path is not None else {}
+    source = str(path) if path is not None else "configuration"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
