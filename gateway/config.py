@@ -25,7 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.core.policy import ValidityPolicy
+from gateway.core.policy import AccessRule, ValidityPolicy
+from gateway.core.routes import Route, RouteKind, RouteTable, compile_pattern
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "PAYWALL_"
@@ -65,8 +66,9 @@ class AccessSettings(_Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as "
-                             "'Europe/Berlin')") from None
+            raise ValueError(
+                f"unknown time zone {value!r} (expected an IANA name such as 'Europe/Berlin')"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -96,9 +98,10 @@ class RouteSettings(_Section):
 
     @field_validator("path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
+    def _valid_glob(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"route path {value!r} must start with '/'")
+        compile_pattern(value)  # raises ValueError naming the pattern and the problem
         return value
 
     @field_validator("methods")
@@ -109,7 +112,7 @@ class RouteSettings(_Section):
         if unknown:
             raise ValueError(f"unknown HTTP method(s) {', '.join(unknown)}")
         if not upper:
-            raise ValueError("methods must not be empty (use [\"*\"] for every method)")
+            raise ValueError('methods must not be empty (use ["*"] for every method)')
         return upper
 
     @model_validator(mode="after")
@@ -119,6 +122,13 @@ class RouteSettings(_Section):
         if not self.public and not self.access_rights:
             raise ValueError(f"route {self.path!r} needs access_rights or public = true")
         return self
+
+    def to_route(self) -> Route:
+        methods = None if "*" in self.methods else frozenset(self.methods)
+        if self.public:
+            return Route(self.path, methods, RouteKind.PUBLIC)
+        rule = AccessRule(tuple(dict.fromkeys(self.access_rights)), self.require)
+        return Route(self.path, methods, RouteKind.PROTECTED, rule)
 
 
 class Settings(BaseSettings):
@@ -146,6 +156,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first: it overrides what the file (passed as init values) says.
         return env_settings, init_settings
+
+    def route_table(self) -> RouteTable:
+        return RouteTable(
+            [route.to_route() for route in self.routes],
+            default=RouteKind(self.access.default_policy),
+            case_sensitive=self.access.case_sensitive_paths,
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -48,4 +48,6 @@ class AccessPayload:
     @classmethod
     def no_access(cls, customer_id: str, fetched_at: datetime) -> AccessPayload:
         """The payload for a customer the platform does not know: nothing is granted."""
-        return cls(customer_id, customer_blocked=False, granted=False, items=(), fetched_at=fetched_at)
+        return cls(
+            customer_id, customer_blocked=False, granted=False, items=(), fetched_at=fetched_at
+        )

@@ -1,0 +1,139 @@
+"""The simulator's aiohttp application: the platform's paths under ``/api/v3.0``.
+
+Every handler runs inside :func:`_endpoint`, which does what the platform's edge does for every
+request, in this order: added latency, the API token check, injected 500 / 429 failures, and
+rendering :class:`~gateway.sandbox.api_errors.ApiError` as the documented JSON error body.
+Wrapping handlers (instead of an aiohttp middleware) keeps the unknown-path answer inside the
+same wrapper: a catch-all route answers 404 with an error body, after the token check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aiohttp import web
+
+from gateway.sandbox import api_errors, routes_access, routes_sessions
+from gateway.sandbox.api_errors import ApiError
+from gateway.sandbox.callbacks import CallbackSender
+from gateway.sandbox.model import SandboxData
+from gateway.sandbox.state import STATE, SandboxOptions, SandboxState
+
+__all__ = ["API_PREFIX", "STATE", "SandboxOptions", "create_app"]
+
+API_PREFIX = "/api/v3.0"
+# A session token may be up to 10,000 characters (sessionTokenQuery), more than aiohttp's
+# default 8 KiB request line allows; the platform accepts it, so must the simulator.
+_HANDLER_ARGS = {"max_line_size": 16_384, "max_field_size": 16_384}
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# (method, path below the prefix, handler). Literal paths come before the parameterised ones
+# that would also match them (POST /sessions/transferToken before POST /sessions/{customerId}).
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/sessions/validate", routes_sessions.validate_session),
+    ("GET", "/sessions/transferToken", routes_sessions.validate_transfer_token),
+    ("POST", "/sessions/transferToken", routes_sessions.create_transfer_token),
+    ("POST", "/sessions/{customerId}", routes_sessions.create_session),
+    ("GET", "/accessRights/{customerId}/hasAccess", routes_access.has_access),
+    ("GET", "/accessRights/{customerId}", routes_access.get_access_rights),
+    ("POST", "/accessRights/{customerId}", routes_access.create_access_right),
+    ("PUT", "/accessRights/{customerId}/{accessRightUniqueId}", routes_access.update_access_right),
+    (
+        "DELETE",
+        "/accessRights/{customerId}/{accessRightUniqueId}",
+        routes_access.delete_access_right,
+    ),
+    (
+        "PUT",
+        "/accessRights/{customerId}/{accessRightUniqueId}/{itemId}/block",
+        routes_access.block_item,
+    ),
+    (
+        "PUT",
+        "/accessRights/{customerId}/{accessRightUniqueId}/{itemId}/unblock",
+        routes_access.unblock_item,
+    ),
+)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    raise api_errors.not_found()
+
+
+def _endpoint(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        try:
+            if state.options.latency > 0:
+                await asyncio.sleep(state.options.latency)
+            state.check_api_token(request)
+            state.inject_failure()
+            return await handler(request)
+        except ApiError as error:
+            return error.to_response()
+        except web.HTTPException as exc:  # e.g. a body larger than client_max_size
+            return ApiError(exc.status, 99000 + exc.status, exc.reason).to_response()
+        except Exception:
+            log.exception("sandbox handler %s failed", handler.__name__)
+            return api_errors.internal_error().to_response()
+
+    return wrapped
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (expected e.g. 'Europe/Berlin')") from None
+
+
+def create_app(
+    data: SandboxData,
+    options: SandboxOptions | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    rng: random.Random | None = None,
+) -> web.Application:
+    """The simulator as an aiohttp app. ``data`` is copied: the app changes only its own copy.
+
+    ``clock`` (timezone-aware) drives access evaluation and token expiry; ``rng`` drives the
+    injected failures, so a seeded one makes them deterministic.
+    """
+    options = options or SandboxOptions()
+    state = SandboxState(
+        data=copy.deepcopy(data),
+        options=options,
+        zone=_zone(options.time_zone),
+        clock=clock or (lambda: datetime.now(UTC)),
+        rng=rng or random.Random(),  # noqa: S311 - failure injection, not cryptography
+        callbacks=CallbackSender(options.callback_url) if options.callback_url else None,
+    )
+    app = web.Application(handler_args=_HANDLER_ARGS)
+    app[STATE] = state
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, API_PREFIX + path, _endpoint(handler))
+    app.router.add_route("*", "/{tail:.*}", _endpoint(_not_found))
+    if state.callbacks is not None:
+        app.cleanup_ctx.append(_callbacks_ctx)
+    return app
+
+
+async def _callbacks_ctx(app: web.Application) -> AsyncIterator[None]:
+    sender = app[STATE].callbacks
+    if sender is None:  # pragma: no cover - only registered when there is a sender
+        yield
+        return
+    await sender.start()
+    yield
+    await sender.close()
