@@ -48,6 +48,8 @@ class PlatformSettings(_Section):
     retry_backoff: float = Field(default=0.05, ge=0, le=10)
     retry_backoff_max: float = Field(default=1.0, ge=0, le=60)
     max_retry_after: float = Field(default=2.0, ge=0, le=60)
+    breaker_failures: int = Field(default=5, ge=0, le=1_000)
+    breaker_open_seconds: float = Field(default=10.0, gt=0, le=3_600)
 
 
 class AccessSettings(_Section):
@@ -59,6 +61,7 @@ class AccessSettings(_Section):
     negative_ttl: int = Field(default=10, gt=0, le=3_600)
     default_policy: Literal["deny", "public"] = "deny"
     case_sensitive_paths: bool = True
+    on_api_error: Literal["deny", "allow"] = "deny"
 
     @field_validator("time_zone")
     @classmethod
@@ -85,6 +88,15 @@ class AccessSettings(_Section):
             default_ttl=timedelta(seconds=self.default_ttl),
             negative_ttl=timedelta(seconds=self.negative_ttl),
         )
+
+
+class CacheSettings(_Section):
+    """In-process cache size and the lifetimes of identity answers and stale access answers."""
+
+    max_entries: int = Field(default=100_000, ge=100, le=10_000_000)
+    session_ttl: int = Field(default=300, gt=0, le=86_400)
+    invalid_session_ttl: int = Field(default=30, gt=0, le=3_600)
+    stale_if_error: int = Field(default=300, ge=0, le=86_400)
 
 
 class RouteSettings(_Section):
@@ -143,6 +155,7 @@ class Settings(BaseSettings):
 
     platform: PlatformSettings = PlatformSettings()
     access: AccessSettings = AccessSettings()
+    cache: CacheSettings = CacheSettings()
     routes: tuple[RouteSettings, ...] = ()
 
     @classmethod

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import AccessSettings, PlatformSettings, Settings, load_settings
+from gateway.config import (
+    AccessSettings,
+    CacheSettings,
+    PlatformSettings,
+    Settings,
+    load_settings,
+)
 from gateway.core.policy import AccessRule
 from gateway.core.routes import RouteKind
 from gateway.errors import ConfigError
@@ -50,6 +56,7 @@ def test_example_file_states_exactly_the_defaults() -> None:
     [
         pytest.param("platform", PlatformSettings, id="platform"),
         pytest.param("access", AccessSettings, id="access"),
+        pytest.param("cache", CacheSettings, id="cache"),
     ],
 )
 def test_example_file_documents_every_key(section: str, model: type[object]) -> None:
@@ -182,6 +189,16 @@ negative_ttl = 5
             "[[routes]]\npath = '/a/%2F/b'\npublic = true\n",
             r"routes\.0\.path: .*encoded slash",
             id="ambiguous-pattern",
+        ),
+        pytest.param(
+            "[access]\non_api_error = 'maybe'\n",
+            r"access\.on_api_error: .*'deny' or 'allow'",
+            id="bad-on-api-error",
+        ),
+        pytest.param(
+            "[cache]\nmax_entries = 10\n",
+            r"cache\.max_entries: .*greater than or equal to 100",
+            id="tiny-cache",
         ),
         pytest.param("[access\n", r"not valid TOML", id="unparsable"),
     ],

@@ -1,0 +1,114 @@
+"""Prometheus metrics of one gateway instance.
+
+:class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry`, built by the app
+factory (or a test); nothing is registered at import time. Label values are fixed sets (modes,
+outcomes, endpoints, statuses): never a token, path or customer id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+# Decisions served from a cache take microseconds, platform round trips milliseconds to seconds.
+DECISION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+PLATFORM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Every ``paywall_*`` metric of the gateway, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "paywall_requests_total",
+            "Requests decided, by front-end mode and outcome.",
+            ["mode", "outcome"],
+            registry=r,
+        )
+        self.decision_seconds = Histogram(
+            "paywall_decision_seconds",
+            "Time to decide one request, platform calls included.",
+            buckets=DECISION_BUCKETS,
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "paywall_cache_lookups_total",
+            "Cache lookups by cache (session, access), tier (l1, l2) and result "
+            "(hit, miss, stale).",
+            ["cache", "tier", "result"],
+            registry=r,
+        )
+        self.platform_requests = Counter(
+            "paywall_platform_requests_total",
+            "HTTP attempts to the platform API, by endpoint and status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.platform_seconds = Histogram(
+            "paywall_platform_request_seconds",
+            "Duration of one HTTP attempt to the platform API.",
+            ["endpoint"],
+            buckets=PLATFORM_BUCKETS,
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "paywall_coalesced_total",
+            "Requests that joined a platform call already in flight instead of making one.",
+            registry=r,
+        )
+        self.invalidations = Counter(
+            "paywall_invalidations_total",
+            "Per-customer cache invalidations, by source (callback, pubsub, admin).",
+            ["source"],
+            registry=r,
+        )
+        # Resolved children for the per-request paths: labels() costs a dict lookup and a lock.
+        self._lookup_children: dict[tuple[str, str, str], Counter] = {}
+
+    def observer(self, endpoint: str, status: str, seconds: float) -> None:
+        """PlenigoClient's per-attempt observer: counts the attempt and times it."""
+        self.platform_requests.labels(endpoint, status).inc()
+        self.platform_seconds.labels(endpoint).observe(seconds)
+
+    def cache_lookup(self, cache: str, result: str, tier: str = "l1") -> None:
+        key = (cache, tier, result)
+        child = self._lookup_children.get(key)
+        if child is None:
+            child = self._lookup_children[key] = self.cache_lookups.labels(cache, tier, result)
+        child.inc()
+
+    def request(self, mode: str, outcome: str, seconds: float) -> None:
+        """One decided request: front-ends call this with their mode and the verdict."""
+        self.requests.labels(mode, outcome).inc()
+        self.decision_seconds.observe(seconds)
+
+    def coalesced_call(self) -> None:
+        self.coalesced.inc()
+
+    def invalidation(self, source: str) -> None:
+        self.invalidations.labels(source).inc()
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A sample's current value (0 when absent): for tests and health checks."""
+        found = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if found is None else found
+
+    def exposition(self) -> bytes:
+        """The text format for ``/metrics``."""
+        return generate_latest(self.registry)

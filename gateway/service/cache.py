@@ -1,0 +1,132 @@
+"""The cache interface of the access service, and its in-process (L1) tier.
+
+Every tier implements :class:`PayloadCache`, a three-method contract that one shared test suite
+checks (``tests/service/test_cache_contract.py``). An entry carries two instants: before
+``fresh_until`` it answers requests; between ``fresh_until`` and ``stale_until`` it is kept only
+to answer while the platform fails (stale-if-error); after ``stale_until`` it is gone.
+
+Entries scoped to a customer (``customer_id=`` on get/set) can be dropped in O(1) by
+:meth:`PayloadCache.invalidate_customer`: the customer's *generation* is part of the stored key,
+and invalidation moves the customer to a new generation, so the old entries become unreachable
+and age out of the LRU instead of being searched for. Redis will use the same scheme.
+
+Keys are built by the caller and never hold a raw credential: sessions are keyed by a SHA-256 of
+the token (:func:`token_key`).
+
+Time: the caller's clock returns aware datetimes (the core's unit); the L1 tier converts them to
+POSIX seconds for cachetools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from cachetools import TLRUCache
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+"""An aware-datetime clock (UTC); the same one drives the decision core."""
+
+
+def token_key(kind: str, token: str) -> str:
+    """The cache key of a credential: ``kind`` and the SHA-256 of the token, never the token."""
+    return f"{kind}:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry(Generic[T]):
+    """A cached value with its freshness: use before ``fresh_until``; until ``stale_until``
+    only when the platform cannot be asked."""
+
+    value: T
+    fresh_until: datetime
+    stale_until: datetime
+
+    def fresh_at(self, now: datetime) -> bool:
+        return now < self.fresh_until
+
+
+class PayloadCache(Protocol[T]):
+    """What the access service needs from a cache tier."""
+
+    async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
+        """The entry for ``key`` unless it is past ``stale_until`` (or was invalidated)."""
+        ...
+
+    async def set(self, key: str, entry: CacheEntry[T], *, customer_id: str | None = None) -> None:
+        """Store ``entry`` until its ``stale_until``; ``customer_id`` scopes it to a customer."""
+        ...
+
+    async def invalidate_customer(self, customer_id: str) -> None:
+        """Make every entry scoped to ``customer_id`` unreachable, in O(1)."""
+        ...
+
+
+class MemoryCache(Generic[T]):
+    """The L1 tier: a bounded LRU (cachetools) whose entries expire at their ``stale_until``.
+
+    Generations come from one process-wide counter, so a customer never returns to a generation
+    it used before. Only invalidated customers have a generation record; a record can be
+    forgotten once every entry it hides has expired (``stale_until`` is bounded by the longest
+    lifetime ever stored), which keeps the record table from growing without bound. If it still
+    exceeds ``max_entries`` (an invalidation storm), the whole cache is cleared: safe, and rare.
+    """
+
+    def __init__(self, max_entries: int, clock: Clock) -> None:
+        self._clock = clock
+        self._max_entries = max_entries
+        self._entries: TLRUCache[tuple[str, int], CacheEntry[T]] = TLRUCache(
+            maxsize=max_entries,
+            ttu=lambda _key, entry, _now: entry.stale_until.timestamp(),
+            timer=self._timestamp,
+        )
+        self._generations: dict[str, tuple[int, float]] = {}  # customer -> (generation, at)
+        self._counter = itertools.count(1)
+        self._longest = 0.0  # seconds: the longest entry lifetime ever stored
+
+    def _timestamp(self) -> float:
+        return self._clock().timestamp()
+
+    def _generation(self, customer_id: str | None) -> int:
+        if customer_id is None:
+            return 0
+        record = self._generations.get(customer_id)
+        return 0 if record is None else record[0]
+
+    async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
+        return self._entries.get((key, self._generation(customer_id)))
+
+    async def set(self, key: str, entry: CacheEntry[T], *, customer_id: str | None = None) -> None:
+        now = self._timestamp()
+        lifetime = entry.stale_until.timestamp() - now
+        if lifetime <= 0:
+            return
+        self._longest = max(self._longest, lifetime)
+        self._entries[(key, self._generation(customer_id))] = entry
+
+    async def invalidate_customer(self, customer_id: str) -> None:
+        now = self._timestamp()
+        self._generations[customer_id] = (next(self._counter), now)
+        if len(self._generations) > self._max_entries:
+            self._forget_old_generations(now)
+
+    def _forget_old_generations(self, now: float) -> None:
+        horizon = now - self._longest
+        self._generations = {
+            customer: record
+            for customer, record in self._generations.items()
+            if record[1] >= horizon
+        }
+        if len(self._generations) > self._max_entries:
+            # Every record still hides live entries: drop the entries instead. Generations keep
+            # counting up, so nothing stored before this can come back.
+            self._entries.clear()
+            self._generations.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

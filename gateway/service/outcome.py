@@ -1,0 +1,71 @@
+"""What front-ends hand to the access service, and what they get back.
+
+Front-ends (reverse proxy, auth_request endpoint, ASGI/WSGI middleware) translate HTTP into an
+:class:`AccessRequest` and an :class:`AccessOutcome` back into HTTP; they never talk to the
+platform or a cache themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+CacheSource = Literal["hit", "miss", "stale", "none"]
+
+
+class Verdict(enum.Enum):
+    """The answer to "may this visitor see this?"."""
+
+    PUBLIC = "public"  # no check needed: a public route
+    GRANTED = "granted"  # the customer holds a usable access right
+    DENIED = "denied"  # known customer without access, or a deny route -> 403
+    UNAUTHENTICATED = "unauthenticated"  # no (valid) credential on a protected route -> 401
+    UNAVAILABLE = "unavailable"  # platform down and no usable cached answer -> 503
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Credentials found on a request, already picked by precedence by the front-end.
+
+    ``transfer_token`` (query parameter) wins over ``session_token`` (cookie, then
+    ``X-plenigo-customer-session``, then ``Authorization: Bearer``).
+    """
+
+    transfer_token: str | None = None
+    session_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """One request to decide: method, the already-normalised path, and its credentials."""
+
+    method: str
+    path: str
+    credentials: Credentials = Credentials()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessOutcome:
+    """The service's answer.
+
+    ``reason`` is one of the core's reasons (``granted``, ``customer_blocked``,
+    ``platform_denied``, ``no_matching_item``, ``no_usable_item``) or the service's own:
+    ``public_route``, ``route_denied``, ``no_credential``, ``invalid_credential``,
+    ``identity_unavailable``, ``platform_unavailable`` (a fixed set: usable as a metric label).
+    ``cache`` says where the answer came from: "hit", "miss", "stale" (served from an expired
+    entry because the platform failed) or "none" (no lookup: public route, no credential).
+    ``expires_at`` is when this answer may first change (for front-proxy caching), ``None`` when
+    it must not be reused. ``session_token`` is set when a transfer token was exchanged: the
+    front-end sets it as the session cookie. ``fail_open`` marks an ``on_api_error = allow``
+    grant.
+    """
+
+    verdict: Verdict
+    reason: str
+    customer_id: str | None = None
+    cache: CacheSource = "none"
+    expires_at: datetime | None = None
+    session_token: str | None = None
+    fail_open: bool = False
