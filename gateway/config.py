@@ -7,6 +7,8 @@ Every problem is reported as :class:`~gateway.errors.ConfigError` naming the key
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -99,6 +101,70 @@ class CacheSettings(_Section):
     stale_if_error: int = Field(default=300, ge=0, le=86_400)
 
 
+class ServerSettings(_Section):
+    """The HTTP front-end: mode, listeners, upstream, cookies, redirects and deny pages."""
+
+    mode: Literal["proxy", "auth_request"] = "proxy"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8081, ge=0, le=65_535)
+    upstream: HttpUrl = HttpUrl("http://127.0.0.1:8000")
+    upstream_connect_timeout: float = Field(default=2.0, gt=0, le=60)
+    upstream_read_timeout: float = Field(default=30.0, gt=0, le=3_600)
+    max_request_body: int = Field(default=0, ge=0)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    forward_session_token: bool = False
+    session_cookie: str = Field(default="paywall_session", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    cookie_secure: bool = True
+    cookie_domain: str = ""
+    cookie_max_age: int = Field(default=0, ge=0, le=400 * 86_400)
+    transfer_token_param: str = Field(default="transferToken", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    login_url: str = ""
+    login_return_param: str = Field(default="return_to", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    allowed_redirect_hosts: tuple[str, ...] = ()
+    paywall_template: str = ""
+    auth_cache_max_seconds: int = Field(default=10, ge=0, le=3_600)
+    auth_unavailable_status: Literal[403, 503] = 403
+    shutdown_grace: float = Field(default=10.0, ge=0, le=600)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not an IP address or network (e.g. '10.0.0.0/8')"
+                ) from None
+        return value
+
+    @field_validator("login_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/?#\s]+(?:[/?#]\S*)?$", value):
+            raise ValueError(f"{value!r} is not an absolute http(s) URL")
+        return value
+
+    @field_validator("allowed_redirect_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            if not re.match(
+                r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$", host
+            ):
+                raise ValueError(f"{host!r} is not a host name (e.g. 'www.example.com')")
+        return tuple(host.lower() for host in value)
+
+
+class LoggingSettings(_Section):
+    """JSON logs on stderr: the level, and whether every request gets an access-log line."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+
 class RouteSettings(_Section):
     """One ``[[routes]]`` entry: a path glob, the methods it covers, and what it requires."""
 
@@ -156,6 +222,8 @@ class Settings(BaseSettings):
     platform: PlatformSettings = PlatformSettings()
     access: AccessSettings = AccessSettings()
     cache: CacheSettings = CacheSettings()
+    server: ServerSettings = ServerSettings()
+    logging: LoggingSettings = LoggingSettings()
     routes: tuple[RouteSettings, ...] = ()
 
     @classmethod

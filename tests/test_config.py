@@ -12,7 +12,9 @@ import pytest
 from gateway.config import (
     AccessSettings,
     CacheSettings,
+    LoggingSettings,
     PlatformSettings,
+    ServerSettings,
     Settings,
     load_settings,
 )
@@ -57,6 +59,8 @@ def test_example_file_states_exactly_the_defaults() -> None:
         pytest.param("platform", PlatformSettings, id="platform"),
         pytest.param("access", AccessSettings, id="access"),
         pytest.param("cache", CacheSettings, id="cache"),
+        pytest.param("server", ServerSettings, id="server"),
+        pytest.param("logging", LoggingSettings, id="logging"),
     ],
 )
 def test_example_file_documents_every_key(section: str, model: type[object]) -> None:
@@ -162,6 +166,33 @@ negative_ttl = 5
             r"access: default_ttl \(60\) exceeds max_ttl",
             id="ttl-above-cap",
         ),
+        pytest.param(
+            "[server]\nmode = 'sidecar'\n", r"server\.mode: .*'proxy' or 'auth_request'", id="mode"
+        ),
+        pytest.param(
+            "[server]\ntrusted_proxies = ['10.0.0.0/8', 'proxy.local']\n",
+            r"server\.trusted_proxies: 'proxy\.local' is not an IP address",
+            id="trusted-proxy-name",
+        ),
+        pytest.param(
+            "[server]\nlogin_url = '/login'\n",
+            r"server\.login_url: '/login' is not an absolute http\(s\) URL",
+            id="relative-login-url",
+        ),
+        pytest.param(
+            "[server]\nallowed_redirect_hosts = ['https://evil.example']\n",
+            r"server\.allowed_redirect_hosts: .*is not a host name",
+            id="redirect-host-with-scheme",
+        ),
+        pytest.param(
+            "[server]\nsession_cookie = 'a b'\n", r"server\.session_cookie: ", id="cookie-name"
+        ),
+        pytest.param(
+            "[server]\nauth_unavailable_status = 500\n",
+            r"server\.auth_unavailable_status: ",
+            id="auth-unavailable-status",
+        ),
+        pytest.param("[logging]\nlevel = 'loud'\n", r"logging\.level: ", id="log-level"),
         pytest.param(
             "[[routes]]\npath = 'premium/**'\naccess_rights = ['p']\n",
             r"routes\.0\.path: .*must start with '/'",

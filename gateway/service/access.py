@@ -25,7 +25,13 @@ from gateway.metrics import Metrics
 from gateway.platform.provider import AccessProvider, IdentityProvider
 from gateway.service.cache import CacheEntry, Clock, PayloadCache
 from gateway.service.identity import Identity, IdentityResolver
-from gateway.service.outcome import AccessOutcome, AccessRequest, CacheSource, Verdict
+from gateway.service.outcome import (
+    AccessOutcome,
+    AccessRequest,
+    CacheSource,
+    Credentials,
+    Verdict,
+)
 from gateway.service.singleflight import SingleFlight
 
 PUBLIC_OUTCOME = AccessOutcome(Verdict.PUBLIC, "public_route")
@@ -87,17 +93,21 @@ class AccessService:
         self._metrics = metrics
         self._stale_if_error = stale_if_error
         self._fail_open = on_api_error == "allow"
-        self._fetches: SingleFlight[str, CachedAccess] = SingleFlight(metrics.coalesced_call)
+        self._fetches: SingleFlight[tuple[str, int], CachedAccess] = SingleFlight(
+            metrics.coalesced_call
+        )
         self._rule_keys: dict[AccessRule, str] = {}
 
     async def check(self, request: AccessRequest) -> AccessOutcome:
         """The verdict for one request. Never raises for platform trouble: that is a verdict."""
         match = self._routes.match(request.method, request.path)
+        credentials = request.credentials
         if match.kind is RouteKind.PUBLIC:
+            if credentials.transfer_token:
+                return await self._public_login(credentials)
             return PUBLIC_OUTCOME
         if match.kind is RouteKind.DENY or match.rule is None:
             return ROUTE_DENIED_OUTCOME
-        credentials = request.credentials
         if not (credentials.session_token or credentials.transfer_token):
             return NO_CREDENTIAL_OUTCOME
         try:
@@ -107,6 +117,27 @@ class AccessService:
         if identity is None:
             return INVALID_CREDENTIAL_OUTCOME
         return await self._decide(identity, match.rule)
+
+    async def login(self, transfer_token: str) -> Identity | None:
+        """Exchange a transfer token for a session: the identity, or None if the token is not
+        valid (used, expired, unknown). Raises :class:`PlatformUnavailable`."""
+        return await self._identity.resolve(Credentials(transfer_token=transfer_token))
+
+    async def _public_login(self, credentials: Credentials) -> AccessOutcome:
+        # A login hand-off may land on a public page (the home page): the visitor still gets
+        # the session. Nothing to decide, so platform trouble only costs the login.
+        try:
+            identity = await self._identity.resolve(credentials)
+        except PlatformUnavailable:
+            return PUBLIC_OUTCOME
+        if identity is None or identity.session_token is None:
+            return PUBLIC_OUTCOME
+        return AccessOutcome(
+            Verdict.PUBLIC,
+            "public_route",
+            customer_id=identity.customer_id,
+            session_token=identity.session_token,
+        )
 
     async def invalidate_customer(self, customer_id: str, source: str) -> None:
         """Forget every cached access answer of ``customer_id`` (a callback said it changed)."""
@@ -122,8 +153,14 @@ class AccessService:
             self._metrics.cache_lookup("access", "hit")
             decision = entry.value.decide(rule, now, self._policy)
             return _answer(decision, identity, "hit", decision.stable_until)
+        # The generation seen now goes with the fetch: if the customer is invalidated while the
+        # platform answers, the answer is stored under the old generation (unreachable), and
+        # requests arriving after the invalidation start a fetch of their own.
+        generation = await self._cache.generation(customer_id)
         try:
-            fetched = await self._fetches.run(key, lambda: self._fetch(key, customer_id, rule))
+            fetched = await self._fetches.run(
+                (key, generation), lambda: self._fetch(key, customer_id, rule, generation)
+            )
         except PlatformUnavailable:
             return self._on_error(entry, identity, rule)
         self._metrics.cache_lookup("access", "miss")
@@ -132,7 +169,9 @@ class AccessService:
         expires_at = decision.stable_until if decision.stable_until > now else None
         return _answer(decision, identity, "miss", expires_at)
 
-    async def _fetch(self, key: str, customer_id: str, rule: AccessRule) -> CachedAccess:
+    async def _fetch(
+        self, key: str, customer_id: str, rule: AccessRule, generation: int
+    ) -> CachedAccess:
         try:
             payload = await self._provider.check_access(customer_id, rule.access_right_ids)
         except UnknownCustomer:
@@ -143,7 +182,7 @@ class AccessService:
         if decision.cacheable and now < decision.valid_until:
             stale_until = decision.valid_until + self._stale_if_error
             entry = CacheEntry(value, decision.valid_until, stale_until)
-            await self._cache.set(key, entry, customer_id=customer_id)
+            await self._cache.set(key, entry, customer_id=customer_id, generation=generation)
         return value
 
     def _on_error(

@@ -58,8 +58,24 @@ class PayloadCache(Protocol[T]):
         """The entry for ``key`` unless it is past ``stale_until`` (or was invalidated)."""
         ...
 
-    async def set(self, key: str, entry: CacheEntry[T], *, customer_id: str | None = None) -> None:
-        """Store ``entry`` until its ``stale_until``; ``customer_id`` scopes it to a customer."""
+    async def set(
+        self,
+        key: str,
+        entry: CacheEntry[T],
+        *,
+        customer_id: str | None = None,
+        generation: int | None = None,
+    ) -> None:
+        """Store ``entry`` until its ``stale_until``; ``customer_id`` scopes it to a customer.
+
+        ``generation`` is the customer's generation when the value was asked for (see
+        :meth:`generation`); if the customer has been invalidated since, the entry is stored
+        where no lookup finds it. None: the current generation.
+        """
+        ...
+
+    async def generation(self, customer_id: str) -> int:
+        """The customer's current generation: read it before fetching, pass it to set."""
         ...
 
     async def invalidate_customer(self, customer_id: str) -> None:
@@ -101,13 +117,26 @@ class MemoryCache(Generic[T]):
     async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
         return self._entries.get((key, self._generation(customer_id)))
 
-    async def set(self, key: str, entry: CacheEntry[T], *, customer_id: str | None = None) -> None:
+    async def set(
+        self,
+        key: str,
+        entry: CacheEntry[T],
+        *,
+        customer_id: str | None = None,
+        generation: int | None = None,
+    ) -> None:
+        current = self._generation(customer_id)
+        if generation is not None and generation != current:
+            return  # invalidated since the value was asked for: nobody may find it
         now = self._timestamp()
         lifetime = entry.stale_until.timestamp() - now
         if lifetime <= 0:
             return
         self._longest = max(self._longest, lifetime)
-        self._entries[(key, self._generation(customer_id))] = entry
+        self._entries[(key, current)] = entry
+
+    async def generation(self, customer_id: str) -> int:
+        return self._generation(customer_id)
 
     async def invalidate_customer(self, customer_id: str) -> None:
         now = self._timestamp()

@@ -239,6 +239,28 @@ async def test_invalidation_forces_a_fetch(start: Start) -> None:
     assert setup.metrics.value("paywall_invalidations_total", {"source": "callback"}) == 1
 
 
+async def test_invalidation_during_a_fetch_is_not_lost(start: Start) -> None:
+    # The platform answers "granted" slowly; the customer's right is revoked and the callback
+    # invalidates while that answer is on its way. The old grant may serve the requests that
+    # were already waiting, but it must not be cached, and a request arriving after the
+    # invalidation must not join the old fetch.
+    setup = await start()
+    await setup.check("/archive/a", session="demo-session-plain")  # the session is cached
+    assert setup.calls("has_access") == 1
+    setup.app[STATE].options.latency = 0.2
+    before = asyncio.create_task(setup.check("/premium/a", session="demo-session-plain"))
+    await asyncio.sleep(0.05)  # the fetch is in flight (latency 0.2 s)
+    await setup.service.invalidate_customer("100001", source="callback")
+    after = asyncio.create_task(setup.check("/premium/a", session="demo-session-plain"))
+    first, second = await asyncio.gather(before, after)
+    assert first.cache == second.cache == "miss"
+    assert setup.calls("has_access") == 3  # the late request did not join the old fetch
+    setup.app[STATE].options.latency = 0.0
+    third = await setup.check("/premium/a", session="demo-session-plain")
+    assert third.cache == "hit"  # the late request's answer was stored
+    assert setup.calls("has_access") == 3
+
+
 async def test_concurrent_misses_share_one_platform_call(start: Start) -> None:
     setup = await start()
     setup.app[STATE].options.latency = 0.05

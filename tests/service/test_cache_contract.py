@@ -103,6 +103,24 @@ async def test_invalidate_customer_drops_only_that_customer(
     assert await cache.get("c1:premium", customer_id="c1") is None
 
 
+async def test_value_asked_for_before_an_invalidation_is_not_found_after_it(
+    cache_factory: CacheFactory, clock: ManualClock
+) -> None:
+    # A fetch reads the generation, the platform answers, meanwhile a callback invalidates:
+    # the pre-change answer must not become visible under the new generation.
+    cache = cache_factory(1000, clock)
+    seen = await cache.generation("c1")
+    await cache.invalidate_customer("c1")
+    await cache.set("c1:premium", entry(clock, "old"), customer_id="c1", generation=seen)
+    assert await cache.get("c1:premium", customer_id="c1") is None
+    current = await cache.generation("c1")
+    assert current != seen
+    await cache.set("c1:premium", entry(clock, "new"), customer_id="c1", generation=current)
+    found = await cache.get("c1:premium", customer_id="c1")
+    assert found is not None
+    assert found.value == "new"
+
+
 async def test_invalidating_an_unknown_customer_is_harmless(
     cache_factory: CacheFactory, clock: ManualClock
 ) -> None:

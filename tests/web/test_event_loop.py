@@ -1,0 +1,82 @@
+"""No gateway handler may block the event loop: every visitor is served from one loop.
+
+Every test already runs under the loop-block guard (tests/conftest.py, 0.2 s). Here the
+gateway's handlers are driven through every kind of answer with a much stricter threshold, and a
+planted blocking call in the request path shows that the check would catch one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.service.access import AccessService
+from tests.conftest import LoopBlockGuard
+from tests.web.conftest import Stack, StartStack
+
+STRICT = 0.05  # seconds: far above any honest handler step (debug mode included)
+
+
+async def _drive(stack: Stack, auth_mode: bool) -> None:
+    plain = {"Cookie": "paywall_session=demo-session-plain"}
+    none = {"Cookie": "paywall_session=demo-session-no-rights"}
+    if auth_mode:
+        requests = [
+            ("/_paywall/auth", {"X-Original-URI": "/premium/a", **plain}),
+            ("/_paywall/auth", {"X-Original-URI": "/premium/a", **none}),
+            ("/_paywall/auth", {"X-Original-URI": "/premium/a"}),
+            ("/_paywall/deny", {"X-Original-URI": "/premium/a", **none}),
+            ("/_paywall/deny", {"X-Original-URI": "/premium/%2fa"}),
+        ]
+    else:
+        requests = [
+            ("/news", {}),
+            ("/premium/a", plain),
+            ("/premium/a", none),
+            ("/premium/a", {}),
+            ("/premium%2fa", {}),
+        ]
+    for _ in range(20):
+        await asyncio.gather(*(stack.get(path, headers=headers) for path, headers in requests))
+
+
+@pytest.mark.parametrize("auth_mode", [False, True], ids=["proxy", "auth_request"])
+async def test_handlers_never_hold_the_loop(
+    start_stack: StartStack, loop_block_guard: LoopBlockGuard, auth_mode: bool
+) -> None:
+    stack = await start_stack(server={"mode": "auth_request"} if auth_mode else {})
+    await _drive(stack, auth_mode)  # warm-up: first-use imports and connection set-up
+    loop_block_guard.blocked.clear()
+    loop = asyncio.get_running_loop()
+    loop.slow_callback_duration = STRICT
+    try:
+        await _drive(stack, auth_mode)
+    finally:
+        loop.slow_callback_duration = 0.2
+    # The test's own client shares the loop; only the gateway's (server-side) steps count here.
+    server_side = [entry for entry in loop_block_guard.blocked if "Stack.get" not in entry]
+    loop_block_guard.blocked.clear()
+    assert server_side == []
+
+
+async def test_a_blocking_call_in_the_request_path_is_caught(
+    start_stack: StartStack, loop_block_guard: LoopBlockGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = await start_stack()
+    real_check = AccessService.check
+
+    async def blocking_check(self: AccessService, request: object) -> object:
+        time.sleep(STRICT * 3)  # noqa: ASYNC251 (the planted blocking call)
+        return await real_check(self, request)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AccessService, "check", blocking_check)
+    loop = asyncio.get_running_loop()
+    loop.slow_callback_duration = STRICT
+    try:
+        await stack.get("/news")
+    finally:
+        loop.slow_callback_duration = 0.2
+    assert len(loop_block_guard.blocked) >= 1
+    loop_block_guard.blocked.clear()  # caught as expected: do not fail this test
