@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
 
 EXIT_USAGE = 2
@@ -24,6 +24,39 @@ def _check_config(args: argparse.Namespace) -> int:
     # Secrets (SecretStr) render as "**********" in JSON mode; an unset secret stays empty.
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """The settings ``serve`` runs with: the file (or defaults), then the command-line overrides."""
+    settings = load_settings(args.config)
+    overrides = {
+        key: value
+        for key, value in (
+            ("host", args.host),
+            ("port", args.port),
+            ("admin_port", args.admin_port),
+        )
+        if value is not None
+    }
+    if not overrides:
+        return settings
+    return settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway import server
+
+    return server.run(serve_settings(args))
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -47,6 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="TOML configuration file (default: built-in)"
     )
     check.set_defaults(handler=_check_config)
+
+    serve = commands.add_parser(
+        "serve", help="run the gateway: the main listener and the admin listener"
+    )
+    serve.add_argument(
+        "--config", type=Path, default=None, help="TOML configuration file (default: built-in)"
+    )
+    serve.add_argument("--host", default=None, help="address to listen on (overrides server.host)")
+    serve.add_argument(
+        "--port", type=_port, default=None, help="port to listen on (overrides server.port)"
+    )
+    serve.add_argument(
+        "--admin-port",
+        type=_port,
+        default=None,
+        help="port of the admin listener (overrides server.admin_port; 0 = any free)",
+    )
+    serve.set_defaults(handler=_serve)
 
     from gateway.sandbox import cli as sandbox_cli
 
