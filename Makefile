@@ -1,4 +1,4 @@
-# One-command set-up: `make demo` runs the simulator, `make test` runs everything CI runs.
+# One-command set-up: `make demo` runs the demo (simulator, site, gateway), `make test` runs CI.
 # Both create .venv with the project and its development tools on first use.
 
 PYTHON ?= python3
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict gateway
@@ -26,8 +26,13 @@ test: lint typecheck
 	$(BIN)/pytest --cov=gateway --cov-branch --cov-report=term:skip-covered -q
 	$(BIN)/coverage report --include='gateway/core/*' --fail-under=100 --show-missing
 
-# The local platform simulator on http://127.0.0.1:8090/api/v3.0 with the seeded customers.
-demo sandbox: $(STAMP)
+# The demo: simulator (8090), demo content site (8000) and gateway (8080, admin 8081) on
+# 127.0.0.1; prints the URLs to open. Ctrl-C stops all three.
+demo: $(STAMP)
+	$(BIN)/python -m gateway.demo
+
+# The local platform simulator alone on http://127.0.0.1:8090/api/v3.0 with the seeded customers.
+sandbox: $(STAMP)
 	$(BIN)/paywall-gateway sandbox --port 8090 --data config/sandbox-data.json
 
 clean:

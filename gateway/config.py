@@ -121,6 +121,7 @@ class ServerSettings(_Section):
     cookie_max_age: int = Field(default=0, ge=0, le=400 * 86_400)
     transfer_token_param: str = Field(default="transferToken", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     login_url: str = ""
+    login_redirect: bool = True
     login_return_param: str = Field(default="return_to", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     allowed_redirect_hosts: tuple[str, ...] = ()
     paywall_template: str = ""

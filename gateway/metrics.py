@@ -80,6 +80,7 @@ class Metrics:
         )
         # Resolved children for the per-request paths: labels() costs a dict lookup and a lock.
         self._lookup_children: dict[tuple[str, str, str], Counter] = {}
+        self._request_children: dict[tuple[str, str], Counter] = {}
 
     def observer(self, endpoint: str, status: str, seconds: float) -> None:
         """PlenigoClient's per-attempt observer: counts the attempt and times it."""
@@ -95,7 +96,11 @@ class Metrics:
 
     def request(self, mode: str, outcome: str, seconds: float) -> None:
         """One decided request: front-ends call this with their mode and the verdict."""
-        self.requests.labels(mode, outcome).inc()
+        key = (mode, outcome)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(mode, outcome)
+        child.inc()
         self.decision_seconds.observe(seconds)
 
     def coalesced_call(self) -> None:

@@ -28,6 +28,7 @@ UNKNOWN_CLIENT = "unknown"
 # An X-Forwarded-For header is bounded by the server's header size limit anyway; this only keeps
 # a pathological one from costing more than a few dozen address parses.
 _MAX_HOPS = 64
+_MAX_REMEMBERED_PEERS = 4096
 
 
 def parse_ip(value: str | None) -> IPAddress | None:
@@ -82,6 +83,9 @@ class TrustedProxies:
             except ValueError as exc:
                 raise ValueError(f"not an IP network: {network!r} ({exc})") from None
         self._networks: tuple[IPNetwork, ...] = tuple(parsed)
+        # Peer address -> verdict: every request asks about its peer, and parsing an address
+        # costs more than the rest of the check. Bounded: cleared when full.
+        self._verdicts: dict[str | None, bool] = {}
 
     @property
     def networks(self) -> tuple[IPNetwork, ...]:
@@ -98,8 +102,14 @@ class TrustedProxies:
 
         ``None`` (no IP peer, e.g. a Unix socket) and anything unparsable are never trusted.
         """
-        address = parse_ip(peer_ip)
-        return address is not None and self._trusts(address)
+        verdict = self._verdicts.get(peer_ip)
+        if verdict is None:
+            address = parse_ip(peer_ip)
+            verdict = address is not None and self._trusts(address)
+            if len(self._verdicts) >= _MAX_REMEMBERED_PEERS:
+                self._verdicts.clear()
+            self._verdicts[peer_ip] = verdict
+        return verdict
 
     def client_address(self, peer_ip: str | None, x_forwarded_for: str | None) -> str:
         """The visitor's address, given the TCP peer and the ``X-Forwarded-For`` it sent.

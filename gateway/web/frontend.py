@@ -287,7 +287,13 @@ class Responder:
             status = 403
         return_url = self.absolute_url(visitor)
         login = self.login_location(return_url)
-        if status == 401 and login_redirect and login is not None and not visitor.wants_json:
+        if (
+            status == 401
+            and login_redirect
+            and self._server.login_redirect
+            and login is not None
+            and not visitor.wants_json
+        ):
             return self.redirect(login)
         if visitor.wants_json:
             body: dict[str, object] = {

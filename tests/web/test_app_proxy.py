@@ -138,6 +138,18 @@ async def test_without_login_url_unauthenticated_is_a_401_page(start_stack: Star
     assert "Please log in" in await response.text()
 
 
+async def test_login_redirect_off_shows_the_paywall_with_a_login_link(
+    start_stack: StartStack,
+) -> None:
+    stack = await start_stack(server={"login_redirect": False})
+    response = await stack.get("/premium/story?page=2")
+    assert response.status == 401
+    text = await response.text()
+    assert "Please log in" in text
+    assert 'href="https://login.example/sso?return_to=http%3A%2F%2F127.0.0.1%3A' in text
+    assert "%2Fpremium%2Fstory%3Fpage%3D2" in text
+
+
 async def test_return_url_only_for_allowed_hosts(start_stack: StartStack) -> None:
     stack = await start_stack(server={"allowed_redirect_hosts": ["news.example"]})
     allowed = await stack.get("/premium/story", headers={"Host": "news.example"})
