@@ -26,7 +26,8 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port(text: str) -> int:
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0-65535 (0: any free port)."""
     try:
         value = int(text)
     except ValueError:
@@ -89,11 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default=None, help="address to listen on (overrides server.host)")
     serve.add_argument(
-        "--port", type=_port, default=None, help="port to listen on (overrides server.port)"
+        "--port", type=port_number, default=None, help="port to listen on (overrides server.port)"
     )
     serve.add_argument(
         "--admin-port",
-        type=_port,
+        type=port_number,
         default=None,
         help="port of the admin listener (overrides server.admin_port; 0 = any free)",
     )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.cli import port_number
 from gateway.demo.site import FEATURED_PREMIUM, with_transfer_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -311,22 +312,15 @@ async def run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signum)
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65_535:
-        raise argparse.ArgumentTypeError(f"not a port number: {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway.demo",
         description="Run the platform simulator, the demo site and the gateway on 127.0.0.1.",
     )
-    parser.add_argument("--gateway-port", type=_port, default=8080, help="(%(default)s)")
-    parser.add_argument("--admin-port", type=_port, default=8081, help="(%(default)s)")
-    parser.add_argument("--site-port", type=_port, default=8000, help="(%(default)s)")
-    parser.add_argument("--platform-port", type=_port, default=8090, help="(%(default)s)")
+    parser.add_argument("--gateway-port", type=port_number, default=8080, help="(%(default)s)")
+    parser.add_argument("--admin-port", type=port_number, default=8081, help="(%(default)s)")
+    parser.add_argument("--site-port", type=port_number, default=8000, help="(%(default)s)")
+    parser.add_argument("--platform-port", type=port_number, default=8090, help="(%(default)s)")
     parser.add_argument(
         "--config", type=Path, default=DEMO_CONFIG, help="gateway configuration (%(default)s)"
     )

@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, unquote_plus, urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
+from gateway.cli import port_number
 from gateway.sandbox.data import parse_data
 
 __all__ = [
@@ -496,19 +497,14 @@ def create_app(options: SiteOptions) -> web.Application:
     return app
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65_535:
-        raise argparse.ArgumentTypeError(f"not a port number: {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway.demo.site",
         description="The demo content site (runs behind the gateway; listens on 127.0.0.1).",
     )
-    parser.add_argument("--port", type=_port, default=8000, help="port (%(default)s; 0 = any)")
+    parser.add_argument(
+        "--port", type=port_number, default=8000, help="port (%(default)s; 0 = any)"
+    )
     parser.add_argument(
         "--platform",
         default="http://127.0.0.1:8090/api/v3.0",
