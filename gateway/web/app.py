@@ -241,6 +241,13 @@ class Gateway:
             return self._auth_refusal(request, "denied", refused.reason, started)
         except BadRequest as exc:
             return self._auth_refusal(request, "bad_request", str(exc), started)
+        if visitor.query and self._has_transfer(visitor):
+            # Only a response that can set a cookie may spend the one-time token: refuse, and
+            # nginx's error_page sends the visitor to /_paywall/deny, which does the hand-off.
+            # This also covers spellings of the parameter a front proxy's own match misses.
+            return self._auth_refusal(
+                request, "unauthenticated", "transfer_token", started, status=401
+            )
         outcome = await self.service.check(AccessRequest(visitor.method, visitor.path, creds))
         self._metrics.request("auth_request", outcome.verdict.value, perf_counter() - started)
         verdict = outcome.verdict
@@ -250,6 +257,9 @@ class Gateway:
             response.headers["X-Accel-Expires"] = str(self._reuse_seconds(outcome))
         else:
             response = self._responder.deny(visitor, outcome, login_redirect=False)
+            # nginx copies a 401's WWW-Authenticate into whatever the visitor finally gets (the
+            # login redirect, or the deny page's own 401: twice); the deny page sets its own.
+            response.headers.popall("WWW-Authenticate", None)
             if verdict is Verdict.UNAVAILABLE:
                 response.set_status(self._server.auth_unavailable_status)
             response.headers.update(_paywall_headers(outcome))
@@ -269,15 +279,21 @@ class Gateway:
         return max(0, min(cap, math.floor(remaining)))
 
     def _auth_refusal(
-        self, request: web.Request, access: str, reason: str, started: float
+        self,
+        request: web.Request,
+        access: str,
+        reason: str,
+        started: float,
+        *,
+        status: int = 403,
     ) -> web.Response:
         self._metrics.request("auth_request", access, perf_counter() - started)
-        response = web.Response(status=403, text=f"{reason}\n")
+        response = web.Response(status=status, text=f"{reason}\n")
         response.headers["X-Paywall-Access"] = access
         response.headers["X-Paywall-Reason"] = reason if access != "bad_request" else access
         response.headers["X-Accel-Expires"] = "0"
         response.headers["Cache-Control"] = "no-store"
-        self._log_line(request, "", 403, access, reason, "none", None, started)
+        self._log_line(request, "", status, access, reason, "none", None, started)
         return response
 
     async def _deny(self, request: web.Request, started: float) -> web.StreamResponse:

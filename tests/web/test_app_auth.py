@@ -92,6 +92,7 @@ async def test_refusals_are_401_or_403_and_never_reused(
     assert response.headers["X-Paywall-Access"] == access
     assert response.headers["X-Paywall-Reason"] == reason
     assert response.headers["X-Accel-Expires"] == "0"
+    assert "WWW-Authenticate" not in response.headers  # nginx would copy it to the visitor
 
 
 async def test_platform_down_is_403_unavailable_or_503_when_configured(
@@ -150,10 +151,13 @@ async def test_auth_endpoint_leaves_transfer_tokens_alone(start_stack: StartStac
     # It cannot set a cookie, so exchanging the one-time token there would waste it.
     stack = await auth_stack(start_stack)
     token = await stack.transfer_token()
-    response = await stack.get(
-        "/_paywall/auth", headers=original(f"/premium/a?transferToken={token}")
-    )
-    assert response.status == 401
+    for spelling in ("transferToken", "transfertoken", "transfer%54oken"):
+        response = await stack.get(
+            "/_paywall/auth", headers=original(f"/news?{spelling}={token}", PLAIN)
+        )
+        assert response.status == 401  # even with a good session: the deny page must run
+        assert response.headers["X-Paywall-Reason"] == "transfer_token"
+        assert "WWW-Authenticate" not in response.headers
     assert stack.platform_calls("transfer_token") == 0
     # /_paywall/deny (nginx's error_page) does the exchange: 303 to the clean URL + cookie.
     deny = await stack.get(
