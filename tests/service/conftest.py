@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 
 from gateway.service.cache import MemoryCache, PayloadCache
+from gateway.service.codec import EntryCodec
+from gateway.service.redis_cache import RedisCache
 
 # Wednesday 2025-06-11, 12:00 in Berlin (as in tests/platform): inside the 06-18 window.
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC)
@@ -35,14 +38,41 @@ def _memory(max_entries: int, clock: ManualClock) -> PayloadCache[Any]:
     return MemoryCache(max_entries, clock)
 
 
+class PlainValues:
+    """Values that are JSON as they are (what the contract suite stores)."""
+
+    def dump(self, value: Any) -> Any:
+        return value
+
+    def load(self, data: Any) -> Any:
+        return data
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.Redis]:
+    """A client of the test session's redis-server, on an emptied database."""
+    client = redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 # Every tier joins this list; the contract suite runs against each.
-CACHE_TIERS = [pytest.param(_memory, id="l1")]
+CACHE_TIERS = [pytest.param("l1", id="l1"), pytest.param("l2", id="l2-redis")]
 
 
 @pytest.fixture(params=CACHE_TIERS)
 def cache_factory(request: pytest.FixtureRequest) -> CacheFactory:
-    factory: CacheFactory = request.param
-    return factory
+    if request.param == "l1":
+        return _memory
+    client: redis.Redis = request.getfixturevalue("redis_client")
+
+    def _redis(max_entries: int, clock: ManualClock) -> PayloadCache[Any]:
+        return RedisCache(client, "contract", EntryCodec(PlainValues()), clock)
+
+    return _redis
 
 
 @pytest.fixture
