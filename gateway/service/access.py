@@ -23,7 +23,7 @@ from gateway.core.routes import RouteKind, RouteTable
 from gateway.errors import PlatformUnavailable, UnknownCustomer
 from gateway.metrics import Metrics
 from gateway.platform.provider import AccessProvider, IdentityProvider
-from gateway.service.cache import CacheEntry, Clock, PayloadCache
+from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache
 from gateway.service.identity import Identity, IdentityResolver
 from gateway.service.outcome import (
     AccessOutcome,
@@ -93,7 +93,7 @@ class AccessService:
         self._metrics = metrics
         self._stale_if_error = stale_if_error
         self._fail_open = on_api_error == "allow"
-        self._fetches: SingleFlight[tuple[str, int], CachedAccess] = SingleFlight(
+        self._fetches: SingleFlight[tuple[str, Generation], CachedAccess] = SingleFlight(
             metrics.coalesced_call
         )
         self._rule_keys: dict[AccessRule, str] = {}
@@ -170,7 +170,7 @@ class AccessService:
         return _answer(decision, identity, "miss", expires_at)
 
     async def _fetch(
-        self, key: str, customer_id: str, rule: AccessRule, generation: int
+        self, key: str, customer_id: str, rule: AccessRule, generation: Generation
     ) -> CachedAccess:
         try:
             payload = await self._provider.check_access(customer_id, rule.access_right_ids)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -31,6 +31,10 @@ from cachetools import TLRUCache
 T = TypeVar("T")
 Clock = Callable[[], datetime]
 """An aware-datetime clock (UTC); the same one drives the decision core."""
+
+Generation = Hashable
+"""A customer's generation as a tier reports it: opaque to callers, who only hand it back to
+``set`` and use it in flight keys (one tier: an int; layered tiers: a tuple of theirs)."""
 
 
 def token_key(kind: str, token: str) -> str:
@@ -64,7 +68,7 @@ class PayloadCache(Protocol[T]):
         entry: CacheEntry[T],
         *,
         customer_id: str | None = None,
-        generation: int | None = None,
+        generation: Generation | None = None,
     ) -> None:
         """Store ``entry`` until its ``stale_until``; ``customer_id`` scopes it to a customer.
 
@@ -74,7 +78,7 @@ class PayloadCache(Protocol[T]):
         """
         ...
 
-    async def generation(self, customer_id: str) -> int:
+    async def generation(self, customer_id: str) -> Generation:
         """The customer's current generation: read it before fetching, pass it to set."""
         ...
 
@@ -123,7 +127,7 @@ class MemoryCache(Generic[T]):
         entry: CacheEntry[T],
         *,
         customer_id: str | None = None,
-        generation: int | None = None,
+        generation: Generation | None = None,
     ) -> None:
         current = self._generation(customer_id)
         if generation is not None and generation != current:

@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as redis
 
-from gateway.service.cache import CacheEntry, Clock
+from gateway.service.cache import CacheEntry, Clock, Generation
 from gateway.service.codec import CodecError, EntryCodec
 
 T = TypeVar("T")
@@ -70,8 +70,10 @@ class RedisCache(Generic[T]):
         entry: CacheEntry[T],
         *,
         customer_id: str | None = None,
-        generation: int | None = None,
+        generation: Generation | None = None,
     ) -> None:
+        if generation is not None and not isinstance(generation, int):
+            raise TypeError(f"a Redis generation is an int, not {generation!r}")
         lifetime = (entry.stale_until - self._clock()).total_seconds()
         if lifetime <= 0:
             return

@@ -12,6 +12,7 @@ import redis.asyncio as redis
 
 from gateway.service.cache import MemoryCache, PayloadCache
 from gateway.service.codec import EntryCodec
+from gateway.service.layered import LayeredCache
 from gateway.service.redis_cache import RedisCache
 
 # Wednesday 2025-06-11, 12:00 in Berlin (as in tests/platform): inside the 06-18 window.
@@ -60,7 +61,11 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.Redis]:
 
 
 # Every tier joins this list; the contract suite runs against each.
-CACHE_TIERS = [pytest.param("l1", id="l1"), pytest.param("l2", id="l2-redis")]
+CACHE_TIERS = [
+    pytest.param("l1", id="l1"),
+    pytest.param("l2", id="l2-redis"),
+    pytest.param("layered", id="l1+l2"),
+]
 
 
 @pytest.fixture(params=CACHE_TIERS)
@@ -72,7 +77,15 @@ def cache_factory(request: pytest.FixtureRequest) -> CacheFactory:
     def _redis(max_entries: int, clock: ManualClock) -> PayloadCache[Any]:
         return RedisCache(client, "contract", EntryCodec(PlainValues()), clock)
 
-    return _redis
+    def _layered(max_entries: int, clock: ManualClock) -> PayloadCache[Any]:
+        l2: RedisCache[Any] = RedisCache(client, "contract", EntryCodec(PlainValues()), clock)
+        return LayeredCache(MemoryCache(max_entries, clock), l2, timeout=1.0, on_error=_raise)
+
+    return _redis if request.param == "l2" else _layered
+
+
+def _raise(operation: str) -> None:
+    raise AssertionError(f"redis {operation} failed in a test where Redis is up")
 
 
 @pytest.fixture
