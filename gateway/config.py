@@ -99,6 +99,15 @@ class CacheSettings(_Section):
     session_ttl: int = Field(default=300, gt=0, le=86_400)
     invalid_session_ttl: int = Field(default=30, gt=0, le=3_600)
     stale_if_error: int = Field(default=300, ge=0, le=86_400)
+    redis_url: str = ""
+    redis_timeout: float = Field(default=0.01, gt=0, le=5)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
+        return value
 
 
 class ServerSettings(_Section):

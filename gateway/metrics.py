@@ -78,6 +78,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.redis_errors = Counter(
+            "paywall_redis_errors_total",
+            "Redis operations that failed or timed out (answered from L1 and the platform).",
+            ["operation"],
+            registry=r,
+        )
         # Resolved children for the per-request paths: labels() costs a dict lookup and a lock.
         self._lookup_children: dict[tuple[str, str, str], Counter] = {}
         self._request_children: dict[tuple[str, str], Counter] = {}
@@ -105,6 +111,9 @@ class Metrics:
 
     def coalesced_call(self) -> None:
         self.coalesced.inc()
+
+    def redis_error(self, operation: str) -> None:
+        self.redis_errors.labels(operation).inc()
 
     def invalidation(self, source: str) -> None:
         self.invalidations.labels(source).inc()

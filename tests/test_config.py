@@ -194,6 +194,11 @@ negative_ttl = 5
         ),
         pytest.param("[logging]\nlevel = 'loud'\n", r"logging\.level: ", id="log-level"),
         pytest.param(
+            "[cache]\nredis_url = 'http://cache:6379'\n",
+            r"cache\.redis_url: 'http://cache:6379' is not a redis://",
+            id="redis-scheme",
+        ),
+        pytest.param(
             "[[routes]]\npath = 'premium/**'\naccess_rights = ['p']\n",
             r"routes\.0\.path: .*must start with '/'",
             id="relative-route",

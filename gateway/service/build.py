@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as redis
 
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.service.access import AccessService, Platform
+from gateway.service.access import AccessService, CachedAccess, Platform
 from gateway.service.breaker import CircuitBreaker, GuardedPlatform
-from gateway.service.cache import Clock, MemoryCache
+from gateway.service.cache import Clock, MemoryCache, PayloadCache
+from gateway.service.codec import CachedAccessCodec, CustomerIdCodec, EntryCodec
 from gateway.service.identity import IdentityResolver
+from gateway.service.layered import LayeredCache
+from gateway.service.redis_cache import RedisCache
 
 
 def utc_now() -> datetime:
@@ -33,6 +39,8 @@ def build_access_service(
     *,
     clock: Clock = utc_now,
     breaker: CircuitBreaker | None = None,
+    redis_client: redis.Redis | None = None,
+    on_redis_error: Callable[[str], None] | None = None,
 ) -> AccessService:
     """The access service as the app factory wires it.
 
@@ -40,14 +48,32 @@ def build_access_service(
     ``observer=metrics.observer``); it is put behind a circuit breaker configured in
     ``[platform]``. Sessions and access answers get one L1 cache each, ``cache.max_entries``
     apiece. ``clock`` (aware UTC) drives the caches and the decisions alike. Pass ``breaker``
-    (see :func:`platform_breaker`) to watch its state, e.g. for a readiness check.
+    (see :func:`platform_breaker`) to watch its state, e.g. for a readiness check. With
+    ``redis_client`` both caches are layered: the process's L1 in front of the shared Redis
+    tier; Redis failures go to ``on_redis_error`` (default: the metric) and never fail a
+    request.
     """
     cache = settings.cache
     stale_if_error = timedelta(seconds=cache.stale_if_error)
     if breaker is None:
         breaker = platform_breaker(settings, clock)
     guarded = GuardedPlatform(platform, breaker)
-    sessions: MemoryCache[str | None] = MemoryCache(cache.max_entries, clock)
+    sessions: PayloadCache[str | None] = MemoryCache(cache.max_entries, clock)
+    access: PayloadCache[CachedAccess] = MemoryCache(cache.max_entries, clock)
+    if redis_client is not None:
+        report = on_redis_error or metrics.redis_error
+        sessions = LayeredCache(
+            MemoryCache(cache.max_entries, clock),
+            RedisCache(redis_client, "session", EntryCodec(CustomerIdCodec()), clock),
+            timeout=cache.redis_timeout,
+            on_error=report,
+        )
+        access = LayeredCache(
+            MemoryCache(cache.max_entries, clock),
+            RedisCache(redis_client, "access", EntryCodec(CachedAccessCodec()), clock),
+            timeout=cache.redis_timeout,
+            on_error=report,
+        )
     identity = IdentityResolver(
         guarded,
         sessions,
@@ -61,7 +87,7 @@ def build_access_service(
         routes=settings.route_table(),
         identity=identity,
         provider=guarded,
-        cache=MemoryCache(cache.max_entries, clock),
+        cache=access,
         policy=settings.access.validity_policy(),
         clock=clock,
         metrics=metrics,

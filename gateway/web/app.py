@@ -24,11 +24,12 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import redis.asyncio as redis
 from aiohttp import web
 from yarl import URL
 
@@ -73,6 +74,25 @@ _PASS = (Verdict.GRANTED, Verdict.PUBLIC)
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
+class RedisHealth:
+    """Counts Redis failures and remembers the last one, for /readyz."""
+
+    DEGRADED_FOR = 10.0  # seconds after a failure that Redis is reported degraded
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._last_error: float | None = None
+
+    def error(self, operation: str) -> None:
+        self._metrics.redis_error(operation)
+        self._last_error = monotonic()
+
+    @property
+    def state(self) -> str:
+        recent = self._last_error is not None and monotonic() - self._last_error < self.DEGRADED_FOR
+        return "degraded" if recent else "ok"
+
+
 @dataclass
 class Runtime:
     """What the running gateway holds; created when the main app starts."""
@@ -81,11 +101,14 @@ class Runtime:
     metrics: Metrics
     service: AccessService
     breaker: CircuitBreaker
+    redis: RedisHealth | None = None
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, details) for /readyz: not ready while the platform breaker is open."""
+        """(ready, details) for /readyz: not ready while the platform breaker is open. Redis
+        trouble is reported ("degraded") but keeps the gateway ready: it still answers."""
         state = self.breaker.state
-        return state != "open", {"config": "loaded", "platform": state}
+        redis_state = "off" if self.redis is None else self.redis.state
+        return state != "open", {"config": "loaded", "platform": state, "redis": redis_state}
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
@@ -482,12 +505,28 @@ def _runtime_context(
         server = settings.server
         platform_http = _platform_session()
         upstream_http: aiohttp.ClientSession | None = None
+        redis_client: redis.Redis | None = None
+        redis_health: RedisHealth | None = None
         try:
             client = PlenigoClient(
                 platform_http, settings.platform, clock=clock, observer=metrics.observer
             )
             breaker = platform_breaker(settings, clock)
-            service = build_access_service(settings, client, metrics, clock=clock, breaker=breaker)
+            if settings.cache.redis_url:
+                redis_client = redis.from_url(
+                    settings.cache.redis_url,
+                    socket_connect_timeout=max(settings.cache.redis_timeout, 0.5),
+                )
+                redis_health = RedisHealth(metrics)
+            service = build_access_service(
+                settings,
+                client,
+                metrics,
+                clock=clock,
+                breaker=breaker,
+                redis_client=redis_client,
+                on_redis_error=redis_health.error if redis_health else None,
+            )
             upstream = None
             if server.mode == "proxy":
                 options = ProxyOptions(
@@ -504,10 +543,12 @@ def _runtime_context(
                     upstream_http, options, TrustedProxies(server.trusted_proxies)
                 )
             gateway.attach(service, upstream)
-            app[RUNTIME] = Runtime(settings, metrics, service, breaker)
+            app[RUNTIME] = Runtime(settings, metrics, service, breaker, redis_health)
             yield
         finally:
             await platform_http.close()
+            if redis_client is not None:
+                await redis_client.aclose()
             if upstream_http is not None:
                 await upstream_http.close()
 

@@ -68,6 +68,7 @@ class Stack:
     metrics: Metrics
     clock: ManualClock
     http: aiohttp.ClientSession
+    settings: Settings
 
     @property
     def content_requests(self) -> list[dict[str, Any]]:
@@ -139,6 +140,6 @@ def start_stack(aiohttp_server: Any, http: aiohttp.ClientSession) -> StartStack:
         settings = Settings(server=server, platform=platform_section, **sections)
         metrics = Metrics()
         gateway = await aiohttp_server(create_app(settings, metrics=metrics, clock=clock))
-        return Stack(gateway, platform, content, metrics, clock, http)
+        return Stack(gateway, platform, content, metrics, clock, http, settings)
 
     return start
