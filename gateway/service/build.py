@@ -11,6 +11,7 @@ from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.service.access import AccessService, CachedAccess, Platform
 from gateway.service.breaker import CircuitBreaker, GuardedPlatform
+from gateway.service.bus import InvalidationBus
 from gateway.service.cache import Clock, MemoryCache, PayloadCache
 from gateway.service.codec import CachedAccessCodec, CustomerIdCodec, EntryCodec
 from gateway.service.identity import IdentityResolver
@@ -41,6 +42,7 @@ def build_access_service(
     breaker: CircuitBreaker | None = None,
     redis_client: redis.Redis | None = None,
     on_redis_error: Callable[[str], None] | None = None,
+    bus: InvalidationBus | None = None,
 ) -> AccessService:
     """The access service as the app factory wires it.
 
@@ -51,7 +53,8 @@ def build_access_service(
     (see :func:`platform_breaker`) to watch its state, e.g. for a readiness check. With
     ``redis_client`` both caches are layered: the process's L1 in front of the shared Redis
     tier; Redis failures go to ``on_redis_error`` (default: the metric) and never fail a
-    request.
+    request. With ``bus`` the L1 caches hear every process's invalidations (the caller runs
+    :meth:`InvalidationBus.run`).
     """
     cache = settings.cache
     stale_if_error = timedelta(seconds=cache.stale_if_error)
@@ -62,17 +65,24 @@ def build_access_service(
     access: PayloadCache[CachedAccess] = MemoryCache(cache.max_entries, clock)
     if redis_client is not None:
         report = on_redis_error or metrics.redis_error
+        publish = bus.publish if bus is not None else None
+        session_l1: MemoryCache[str | None] = MemoryCache(cache.max_entries, clock)
+        access_l1: MemoryCache[CachedAccess] = MemoryCache(cache.max_entries, clock)
+        if bus is not None:
+            bus.register(session_l1)
+            bus.register(access_l1)
         sessions = LayeredCache(
-            MemoryCache(cache.max_entries, clock),
+            session_l1,
             RedisCache(redis_client, "session", EntryCodec(CustomerIdCodec()), clock),
             timeout=cache.redis_timeout,
             on_error=report,
         )
         access = LayeredCache(
-            MemoryCache(cache.max_entries, clock),
+            access_l1,
             RedisCache(redis_client, "access", EntryCodec(CachedAccessCodec()), clock),
             timeout=cache.redis_timeout,
             on_error=report,
+            publish=publish,
         )
     identity = IdentityResolver(
         guarded,

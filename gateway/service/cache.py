@@ -148,6 +148,11 @@ class MemoryCache(Generic[T]):
         if len(self._generations) > self._max_entries:
             self._forget_old_generations(now)
 
+    async def invalidate_all(self) -> None:
+        """Forget every entry (generations keep counting up: nothing old comes back)."""
+        self._entries.clear()
+        self._generations.clear()
+
     def _forget_old_generations(self, now: float) -> None:
         horizon = now - self._longest
         self._generations = {

@@ -2,7 +2,8 @@
 
 * ``get``: L1; on a miss L2, and an L2 hit is copied into L1 (its own ``fresh_until`` and
   ``stale_until`` come along, so L1 never keeps it longer than L2 would).
-* ``set``: both tiers. ``invalidate_customer``: both tiers.
+* ``set``: both tiers. ``invalidate_customer``: both tiers, then ``publish`` tells the other
+  processes (:class:`~gateway.service.bus.InvalidationBus`).
 * ``generation``: the pair of the tiers' generations; ``set`` hands each tier its own, so a
   value asked for before an invalidation in either tier is stored where no lookup finds it.
 
@@ -41,11 +42,13 @@ class LayeredCache(Generic[T]):
         *,
         timeout: float,
         on_error: Callable[[str], None],
+        publish: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._l1 = l1
         self._l2 = l2
         self._timeout = timeout
         self._on_error = on_error
+        self._publish = publish
 
     async def _shared(self, operation: str, call: Awaitable[R]) -> tuple[bool, R | None]:
         """(succeeded, result) of an L2 call, bounded and with failures absorbed."""
@@ -95,3 +98,5 @@ class LayeredCache(Generic[T]):
         await self._l1.invalidate_customer(customer_id)
         async with asyncio.timeout(self._timeout):
             await self._l2.invalidate_customer(customer_id)
+            if self._publish is not None:
+                await self._publish(customer_id)  # every other process's L1

@@ -20,6 +20,8 @@ caller only understands 2xx/401/403: a 403 with ``X-Paywall-Access: bad_request`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +42,7 @@ from gateway.platform import PlenigoClient
 from gateway.service.access import AccessService
 from gateway.service.breaker import CircuitBreaker
 from gateway.service.build import build_access_service, platform_breaker, utc_now
+from gateway.service.bus import InvalidationBus
 from gateway.service.cache import Clock
 from gateway.service.outcome import AccessOutcome, AccessRequest, Credentials, Verdict
 from gateway.web.forwarded import TrustedProxies
@@ -507,6 +510,8 @@ def _runtime_context(
         upstream_http: aiohttp.ClientSession | None = None
         redis_client: redis.Redis | None = None
         redis_health: RedisHealth | None = None
+        bus: InvalidationBus | None = None
+        bus_task: asyncio.Task[None] | None = None
         try:
             client = PlenigoClient(
                 platform_http, settings.platform, clock=clock, observer=metrics.observer
@@ -518,6 +523,8 @@ def _runtime_context(
                     socket_connect_timeout=max(settings.cache.redis_timeout, 0.5),
                 )
                 redis_health = RedisHealth(metrics)
+                bus = InvalidationBus(redis_client, on_error=redis_health.error)
+                bus_task = asyncio.create_task(bus.run(), name="paywall-invalidation-bus")
             service = build_access_service(
                 settings,
                 client,
@@ -526,6 +533,7 @@ def _runtime_context(
                 breaker=breaker,
                 redis_client=redis_client,
                 on_redis_error=redis_health.error if redis_health else None,
+                bus=bus,
             )
             upstream = None
             if server.mode == "proxy":
@@ -547,6 +555,10 @@ def _runtime_context(
             yield
         finally:
             await platform_http.close()
+            if bus_task is not None:
+                bus_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bus_task
             if redis_client is not None:
                 await redis_client.aclose()
             if upstream_http is not None:
