@@ -24,6 +24,7 @@ from gateway.errors import PlatformUnavailable, UnknownCustomer
 from gateway.metrics import Metrics
 from gateway.platform.provider import AccessProvider, IdentityProvider
 from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache
+from gateway.service.coalesce import Coalescer, Found, LocalCoalescer
 from gateway.service.identity import Identity, IdentityResolver
 from gateway.service.outcome import (
     AccessOutcome,
@@ -83,6 +84,7 @@ class AccessService:
         metrics: Metrics,
         stale_if_error: timedelta,
         on_api_error: Literal["deny", "allow"] = "deny",
+        coalescer: Coalescer | None = None,
     ) -> None:
         self._routes = routes
         self._identity = identity
@@ -93,6 +95,7 @@ class AccessService:
         self._metrics = metrics
         self._stale_if_error = stale_if_error
         self._fail_open = on_api_error == "allow"
+        self._coalescer: Coalescer = coalescer if coalescer is not None else LocalCoalescer()
         self._fetches: SingleFlight[tuple[str, Generation], CachedAccess] = SingleFlight(
             metrics.coalesced_call
         )
@@ -159,7 +162,12 @@ class AccessService:
         generation = await self._cache.generation(customer_id)
         try:
             fetched = await self._fetches.run(
-                (key, generation), lambda: self._fetch(key, customer_id, rule, generation)
+                (key, generation),
+                lambda: self._coalescer.run(
+                    key,
+                    lambda: self._fetch(key, customer_id, rule, generation),
+                    lambda: self._stored(key, customer_id),
+                ),
             )
         except PlatformUnavailable:
             return self._on_error(entry, identity, rule)
@@ -168,6 +176,13 @@ class AccessService:
         decision = fetched.decide(rule, now, self._policy)
         expires_at = decision.stable_until if decision.stable_until > now else None
         return _answer(decision, identity, "miss", expires_at)
+
+    async def _stored(self, key: str, customer_id: str) -> Found[CachedAccess] | None:
+        """A fresh answer another process stored meanwhile (cross-process coalescing)."""
+        entry = await self._cache.get(key, customer_id=customer_id)
+        if entry is not None and self._clock() < entry.fresh_until:
+            return Found(entry.value)
+        return None
 
     async def _fetch(
         self, key: str, customer_id: str, rule: AccessRule, generation: Generation

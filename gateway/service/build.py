@@ -13,6 +13,7 @@ from gateway.service.access import AccessService, CachedAccess, Platform
 from gateway.service.breaker import CircuitBreaker, GuardedPlatform
 from gateway.service.bus import InvalidationBus
 from gateway.service.cache import Clock, MemoryCache, PayloadCache
+from gateway.service.coalesce import Coalescer, LocalCoalescer, RedisCoalescer
 from gateway.service.codec import CachedAccessCodec, CustomerIdCodec, EntryCodec
 from gateway.service.identity import IdentityResolver
 from gateway.service.layered import LayeredCache
@@ -61,6 +62,7 @@ def build_access_service(
     if breaker is None:
         breaker = platform_breaker(settings, clock)
     guarded = GuardedPlatform(platform, breaker)
+    coalescer: Coalescer = LocalCoalescer()
     sessions: PayloadCache[str | None] = MemoryCache(cache.max_entries, clock)
     access: PayloadCache[CachedAccess] = MemoryCache(cache.max_entries, clock)
     if redis_client is not None:
@@ -77,6 +79,18 @@ def build_access_service(
             timeout=cache.redis_timeout,
             on_error=report,
         )
+        calls = settings.platform
+        coalescer = RedisCoalescer(
+            redis_client,
+            # Longer than the holder's whole fetch (every attempt and backoff), so the marker
+            # outlives a slow platform; waiters give up after one request timeout.
+            lock_ttl=calls.request_timeout * (calls.max_retries + 1)
+            + calls.retry_backoff_max * calls.max_retries,
+            wait=calls.request_timeout,
+            timeout=cache.redis_timeout,
+            on_error=report,
+            coalesced=metrics.coalesced_call,
+        )
         access = LayeredCache(
             access_l1,
             RedisCache(redis_client, "access", EntryCodec(CachedAccessCodec()), clock),
@@ -92,6 +106,7 @@ def build_access_service(
         session_ttl=timedelta(seconds=cache.session_ttl),
         invalid_session_ttl=timedelta(seconds=cache.invalid_session_ttl),
         stale_if_error=stale_if_error,
+        coalescer=coalescer,
     )
     return AccessService(
         routes=settings.route_table(),
@@ -103,4 +118,5 @@ def build_access_service(
         metrics=metrics,
         stale_if_error=stale_if_error,
         on_api_error=settings.access.on_api_error,
+        coalescer=coalescer,
     )

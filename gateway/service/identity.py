@@ -22,6 +22,7 @@ from gateway.errors import InvalidSession, InvalidTransferToken, PlatformUnavail
 from gateway.metrics import Metrics
 from gateway.platform.provider import IdentityProvider
 from gateway.service.cache import CacheEntry, Clock, PayloadCache, token_key
+from gateway.service.coalesce import Coalescer, Found, LocalCoalescer
 from gateway.service.outcome import Credentials
 from gateway.service.singleflight import SingleFlight
 
@@ -52,6 +53,7 @@ class IdentityResolver:
         session_ttl: timedelta,
         invalid_session_ttl: timedelta,
         stale_if_error: timedelta,
+        coalescer: Coalescer | None = None,
     ) -> None:
         self._provider = provider
         self._cache = cache
@@ -60,6 +62,7 @@ class IdentityResolver:
         self._session_ttl = session_ttl
         self._invalid_ttl = invalid_session_ttl
         self._stale_if_error = stale_if_error
+        self._coalescer: Coalescer = coalescer if coalescer is not None else LocalCoalescer()
         self._validations: SingleFlight[str, str | None] = SingleFlight(metrics.coalesced_call)
         self._exchanges: SingleFlight[str, str | None] = SingleFlight(metrics.coalesced_call)
 
@@ -96,7 +99,12 @@ class IdentityResolver:
             self._metrics.cache_lookup("session", "hit")
             return None if entry.value is None else Identity(entry.value)
         try:
-            customer_id = await self._validations.run(key, lambda: self._validate(key, token))
+            customer_id = await self._validations.run(
+                key,
+                lambda: self._coalescer.run(
+                    key, lambda: self._validate(key, token), lambda: self._stored(key)
+                ),
+            )
         except PlatformUnavailable:
             if entry is not None and entry.value is not None and now < entry.stale_until:
                 self._metrics.cache_lookup("session", "stale")
@@ -105,6 +113,13 @@ class IdentityResolver:
             raise
         self._metrics.cache_lookup("session", "miss")
         return None if customer_id is None else Identity(customer_id)
+
+    async def _stored(self, key: str) -> Found[str | None] | None:
+        """A fresh validation another process stored meanwhile (cross-process coalescing)."""
+        entry = await self._cache.get(key)
+        if entry is not None and self._clock() < entry.fresh_until:
+            return Found(entry.value)
+        return None
 
     async def _validate(self, key: str, token: str) -> str | None:
         try:

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from gateway.service.cache import CacheEntry, Generation, MemoryCache
 from gateway.service.redis_cache import RedisCache
+from gateway.service.singleflight import SingleFlight
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,6 +50,9 @@ class LayeredCache(Generic[T]):
         self._timeout = timeout
         self._on_error = on_error
         self._publish = publish
+        # A cold spike asks L2 for one key many times at once: one Redis read serves them all.
+        self._reads: SingleFlight[tuple[str, str | None], CacheEntry[T] | None] = SingleFlight()
+        self._generations: SingleFlight[str, Generation | None] = SingleFlight()
 
     async def _shared(self, operation: str, call: Awaitable[R]) -> tuple[bool, R | None]:
         """(succeeded, result) of an L2 call, bounded and with failures absorbed."""
@@ -64,10 +68,18 @@ class LayeredCache(Generic[T]):
         entry = await self._l1.get(key, customer_id=customer_id)
         if entry is not None:
             return entry
-        _, entry = await self._shared("get", self._l2.get(key, customer_id=customer_id))
+        entry = await self._reads.run((key, customer_id), lambda: self._l2_get(key, customer_id))
         if entry is not None:
             await self._l1.set(key, entry, customer_id=customer_id)
         return entry
+
+    async def _l2_get(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
+        _, entry = await self._shared("get", self._l2.get(key, customer_id=customer_id))
+        return entry
+
+    async def _l2_generation(self, customer_id: str) -> Generation | None:
+        _, generation = await self._shared("generation", self._l2.generation(customer_id))
+        return generation
 
     async def set(
         self,
@@ -91,7 +103,9 @@ class LayeredCache(Generic[T]):
 
     async def generation(self, customer_id: str) -> Generation:
         l1_generation = await self._l1.generation(customer_id)
-        _, l2_generation = await self._shared("generation", self._l2.generation(customer_id))
+        l2_generation = await self._generations.run(
+            customer_id, lambda: self._l2_generation(customer_id)
+        )
         return (l1_generation, l2_generation)
 
     async def invalidate_customer(self, customer_id: str) -> None:
