@@ -8,6 +8,7 @@ planted blocking call in the request path shows that the check would catch one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -51,12 +52,18 @@ async def test_handlers_never_hold_the_loop(
     loop_block_guard.blocked.clear()
     loop = asyncio.get_running_loop()
     loop.slow_callback_duration = STRICT
+    # A full garbage collection of the (large, late-in-the-suite) test process can pause any
+    # step for ~0.1 s: that is not a handler blocking, so it is kept out of the measurement.
+    gc.collect()
+    gc.disable()
     try:
         await _drive(stack, auth_mode)
     finally:
+        gc.enable()
         loop.slow_callback_duration = 0.2
-    # The test's own client shares the loop; only the gateway's (server-side) steps count here.
-    server_side = [entry for entry in loop_block_guard.blocked if "Stack.get" not in entry]
+    # The test's own client shares the loop; only the gateway's (server-side) steps count here:
+    # aiohttp runs every request handler in a RequestHandler task.
+    server_side = [entry for entry in loop_block_guard.blocked if "RequestHandler" in entry]
     loop_block_guard.blocked.clear()
     assert server_side == []
 
@@ -78,5 +85,6 @@ async def test_a_blocking_call_in_the_request_path_is_caught(
         await stack.get("/news")
     finally:
         loop.slow_callback_duration = 0.2
-    assert len(loop_block_guard.blocked) >= 1
+    # Caught, and attributed to a server-side handler task (what the test above counts).
+    assert any("RequestHandler" in entry for entry in loop_block_guard.blocked)
     loop_block_guard.blocked.clear()  # caught as expected: do not fail this test
