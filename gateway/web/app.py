@@ -57,7 +57,13 @@ from gateway.web.frontend import (
     valid_host,
     valid_method,
 )
-from gateway.web.proxy import ProxyOptions, UpstreamProxy, create_upstream_session
+from gateway.web.proxy import (
+    ProxyOptions,
+    UpstreamProxy,
+    create_upstream_session,
+    last_element,
+    wants_json,
+)
 
 __all__ = ["METRICS", "RUNTIME", "SETTINGS", "Runtime", "create_app"]
 
@@ -66,13 +72,6 @@ decision_log = logging.getLogger("gateway.decision")
 log = logging.getLogger(__name__)
 
 PREFIX = "/_paywall/"
-_ACCESS_VALUES = {
-    Verdict.PUBLIC: "public",
-    Verdict.GRANTED: "granted",
-    Verdict.DENIED: "denied",
-    Verdict.UNAUTHENTICATED: "unauthenticated",
-    Verdict.UNAVAILABLE: "unavailable",
-}
 _PASS = (Verdict.GRANTED, Verdict.PUBLIC)
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -121,7 +120,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 
 def _paywall_headers(outcome: AccessOutcome) -> dict[str, str]:
     """The decision as request headers for the upstream (and ``auth_request_set``)."""
-    access = "fail-open" if outcome.fail_open else _ACCESS_VALUES[outcome.verdict]
+    access = "fail-open" if outcome.fail_open else outcome.verdict.value
     headers = {"X-Paywall-Access": access, "X-Paywall-Cache": outcome.cache}
     if outcome.customer_id is not None:
         headers["X-Paywall-Customer-Id"] = outcome.customer_id
@@ -168,8 +167,8 @@ class Gateway:
         headers = request.headers
         scheme, host = request.scheme, headers.get("Host")
         if self._trusted.is_trusted(request.remote):
-            scheme = _last(headers.get("X-Forwarded-Proto")) or scheme
-            host = _last(headers.get("X-Forwarded-Host")) or host
+            scheme = last_element(headers.getall("X-Forwarded-Proto", [])) or scheme
+            host = last_element(headers.getall("X-Forwarded-Host", [])) or host
         scheme = scheme if scheme in ("http", "https") else "http"
         return Visitor(request.method, path, query, scheme, valid_host(host), headers)
 
@@ -183,9 +182,9 @@ class Gateway:
             raise _Refused("no_original_uri")
         method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET"
         path, query = split_target(target)  # BadRequest for an ambiguous path
-        scheme = _last(headers.get("X-Forwarded-Proto")) or request.scheme
+        scheme = last_element(headers.getall("X-Forwarded-Proto", [])) or request.scheme
         scheme = scheme if scheme in ("http", "https") else "http"
-        host = _last(headers.get("X-Forwarded-Host")) or headers.get("Host")
+        host = last_element(headers.getall("X-Forwarded-Host", [])) or headers.get("Host")
         return Visitor(valid_method(method), path, query, scheme, valid_host(host), headers)
 
     # --- proxy mode -------------------------------------------------------------------------
@@ -403,10 +402,8 @@ class Gateway:
         self, request: web.Request, mode: str, message: str, started: float
     ) -> web.Response:
         self._metrics.request(mode, "bad_request", perf_counter() - started)
-        accept = request.headers.get("Accept", "").lower()
-        wants_json = "application/json" in accept and "text/html" not in accept
         self._log_line(request, "", 400, "bad_request", message, "none", None, started)
-        return bad_request(wants_json, message)
+        return bad_request(wants_json(request.headers.get("Accept", "")), message)
 
     def _log(
         self,
@@ -474,13 +471,6 @@ class Gateway:
                 }
             },
         )
-
-
-def _last(value: str | None) -> str | None:
-    """The element the nearest proxy appended to a comma-separated header."""
-    if not value:
-        return None
-    return value.rsplit(",", 1)[-1].strip() or None
 
 
 def _landing_visitor(visitor: Visitor, target: str) -> Visitor:

@@ -30,7 +30,7 @@ from gateway.config import ServerSettings
 from gateway.core.paths import normalise_path
 from gateway.errors import BadRequest, ConfigError
 from gateway.service.outcome import AccessOutcome, Credentials, Verdict
-from gateway.web.proxy import strip_query_param
+from gateway.web.proxy import error_response, param_name, strip_query_param, wants_json
 
 SESSION_HEADER = "X-plenigo-customer-session"
 MAX_TOKEN_LENGTH = 4096
@@ -66,8 +66,7 @@ class Visitor:
 
     @property
     def wants_json(self) -> bool:
-        accept = self.headers.get("Accept", "").lower()
-        return "application/json" in accept and "text/html" not in accept
+        return wants_json(self.headers.get("Accept", ""))
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -100,9 +99,8 @@ def query_values(query: str, name: str) -> list[str]:
     values = []
     for part in query.split("&"):
         for piece in part.split(";"):
-            key, _, value = piece.partition("=")
-            if unquote_plus(key).casefold() == wanted:
-                values.append(unquote_plus(value))
+            if param_name(piece) == wanted:
+                values.append(unquote_plus(piece.partition("=")[2]))
     return values
 
 
@@ -337,12 +335,8 @@ class Responder:
         )
 
 
-def bad_request(wants_json: bool, message: str) -> web.Response:
+def bad_request(as_json: bool, message: str) -> web.Response:
     """400 for input the gateway will not guess about; the message names the problem."""
-    if wants_json:
-        body = json.dumps({"error": "bad_request", "message": message, "status": 400})
-        response = web.Response(status=400, text=body, content_type="application/json")
-    else:
-        response = web.Response(status=400, text=f"Bad request: {message}\n")
+    response = error_response(as_json, 400, "bad_request", message, f"Bad request: {message}")
     response.headers["Cache-Control"] = NO_STORE
     return response

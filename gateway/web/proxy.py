@@ -35,8 +35,12 @@ __all__ = [
     "ProxyOptions",
     "UpstreamProxy",
     "create_upstream_session",
+    "error_response",
+    "last_element",
+    "param_name",
     "strip_query_param",
     "upstream_proxy_context",
+    "wants_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,9 +148,15 @@ def strip_query_param(query: str, name: str) -> str:
     wanted = name.casefold()
 
     def names(part: str) -> list[str]:
-        return [unquote_plus(piece.partition("=")[0]).casefold() for piece in part.split(";")]
+        return [param_name(piece) for piece in part.split(";")]
 
     return "&".join(part for part in query.split("&") if wanted not in names(part))
+
+
+def param_name(piece: str) -> str:
+    """The name of one ``name=value`` query piece as compared: decoded and case-folded, so
+    every reader and stripper of a parameter agrees on which spellings are that parameter."""
+    return unquote_plus(piece.partition("=")[0]).casefold()
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -156,7 +166,7 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     return tokens
 
 
-def _last_element(values: list[str]) -> str | None:
+def last_element(values: list[str]) -> str | None:
     """The value the nearest proxy wrote into a list-valued header, if any."""
     for value in reversed(values):
         elements = [element.strip() for element in value.split(",") if element.strip()]
@@ -320,9 +330,9 @@ class UpstreamProxy:
         chain = ", ".join(incoming.getall("X-Forwarded-For", ())) if peer_trusted else ""
         chain = chain.strip().strip(",").strip()
         headers["X-Forwarded-For"] = f"{chain}, {peer_text}" if chain else peer_text
-        proto = _last_element(incoming.getall("X-Forwarded-Proto", [])) if peer_trusted else None
+        proto = last_element(incoming.getall("X-Forwarded-Proto", [])) if peer_trusted else None
         headers["X-Forwarded-Proto"] = proto or request.scheme
-        host = _last_element(incoming.getall("X-Forwarded-Host", [])) if peer_trusted else None
+        host = last_element(incoming.getall("X-Forwarded-Host", [])) if peer_trusted else None
         host = host or incoming.get("Host")
         if host:
             headers["X-Forwarded-Host"] = host
@@ -469,9 +479,10 @@ def _abort(request: web.Request) -> None:
         transport.abort()
 
 
-def _wants_json(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept.lower() and "text/html" not in accept.lower()
+def wants_json(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for JSON rather than a page."""
+    accept = accept.lower()
+    return "application/json" in accept and "text/html" not in accept
 
 
 _ERROR_CODES = {
@@ -481,12 +492,20 @@ _ERROR_CODES = {
 }
 
 
-def _error_response(request: web.Request, status: int, message: str) -> web.Response:
-    if _wants_json(request):
-        error = _ERROR_CODES.get(status, "upstream_error")
+def error_response(
+    as_json: bool, status: int, error: str, message: str, text: str | None = None
+) -> web.Response:
+    """A gateway-made error: JSON ``{error, message, status}`` or plain ``text`` (default: the
+    message)."""
+    if as_json:
         body = json.dumps({"error": error, "message": message, "status": status})
         return web.Response(status=status, text=body, content_type="application/json")
-    return web.Response(status=status, text=message + "\n", content_type="text/plain")
+    return web.Response(status=status, text=(text or message) + "\n", content_type="text/plain")
+
+
+def _error_response(request: web.Request, status: int, message: str) -> web.Response:
+    error = _ERROR_CODES.get(status, "upstream_error")
+    return error_response(wants_json(request.headers.get("Accept", "")), status, error, message)
 
 
 UPSTREAM_PROXY: web.AppKey[UpstreamProxy] = web.AppKey("upstream_proxy", UpstreamProxy)

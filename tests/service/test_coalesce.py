@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from gateway.config import PlatformSettings, Settings
 from gateway.metrics import Metrics
 from gateway.platform import PlenigoClient
-from gateway.sandbox.app import STATE, SandboxOptions, create_app
+from gateway.sandbox.app import SandboxOptions, create_app
 from gateway.service import (
     AccessOutcome,
     AccessRequest,
@@ -85,7 +85,6 @@ async def test_a_cold_spike_over_two_processes_makes_one_call_each(
         assert {o.verdict for o in outcomes} == {Verdict.GRANTED}
         for endpoint in ENDPOINTS:
             assert sum(calls(metrics, endpoint) for _, metrics, _ in processes) == 1, endpoint
-        assert app[STATE].options.latency == 0.5  # the platform was slow throughout
     finally:
         for _, _, client in processes:
             await client.aclose()
