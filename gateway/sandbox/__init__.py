@@ -12,4 +12,6 @@ It computes ``accessGranted`` with its own small implementation
 
 Layout: ``model`` (the in-memory world) ← ``data`` (seed file loading) ← ``access``
 (accessGranted) ← ``wire`` (JSON shapes) ← ``routes_*`` (handlers) ← ``app`` (wiring) ← ``cli``.
+``calls`` counts the requests answered per operation, for tests and benchmarks
+(``GET /_sandbox/calls``, outside the API prefix).
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.sandbox.app import API_PREFIX, SandboxOptions, create_app
+from gateway.sandbox.app import API_PREFIX, CALLS_PATH, SandboxOptions, create_app
 from gateway.sandbox.data import load_data
 from gateway.sandbox.model import SandboxData
 
@@ -34,8 +34,20 @@ def _non_negative(text: str) -> float:
     return value
 
 
+EPILOG = f"""\
+call counts: the simulator counts every API request it answers, per operation (OpenAPI
+operationId, e.g. validateCustomerSession, checkAccessOfCustomer, validateTransferToken) and
+status. GET {CALLS_PATH} (outside {API_PREFIX}) returns them as JSON:
+{{"total": N, "calls": {{operationId: N}}, "statuses": {{operationId: {{status: N}}}}}};
+DELETE {CALLS_PATH} returns them and resets them to zero. Both need the same
+X-plenigo-token as the API when --api-token is set. The real platform has no such endpoint.
+"""
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options to ``parser`` (a sub-command parser or a standalone one)."""
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument("--port", type=int, default=8090, help="port (%(default)s; 0 = any free)")
     parser.add_argument(
@@ -110,6 +122,8 @@ async def _serve(args: argparse.Namespace, data: SandboxData, options: SandboxOp
         shown_host = f"[{host}]" if ":" in str(host) else host
         base_url = f"http://{shown_host}:{port}{API_PREFIX}"
         print(_describe(data, base_url, datetime.now(UTC)), flush=True)
+        calls_url = f"http://{shown_host}:{port}{CALLS_PATH}"
+        print(f"sandbox: call counts on {calls_url} (GET; DELETE resets)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

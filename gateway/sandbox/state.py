@@ -1,4 +1,5 @@
-"""What one simulator app holds: options, the data, the clock, the rng and the transfer tokens.
+"""What one simulator app holds: options, the data, the clock, the rng, the transfer tokens
+and the call counter.
 
 Stored on the application under :data:`STATE` (a typed ``web.AppKey``); nothing is global.
 """
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from gateway.sandbox import api_errors
 from gateway.sandbox.callbacks import CallbackSender
+from gateway.sandbox.calls import CallCounter
 from gateway.sandbox.model import Customer, SandboxData, Session
 
 Clock = Callable[[], datetime]
@@ -66,6 +68,7 @@ class SandboxState:
     rng: random.Random
     transfer_tokens: dict[str, TransferToken] = field(default_factory=dict)
     callbacks: CallbackSender | None = None
+    calls: CallCounter = field(default_factory=CallCounter)
 
     def now(self) -> datetime:
         current = self.clock()
