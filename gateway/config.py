@@ -100,13 +100,21 @@ class CacheSettings(_Section):
     invalid_session_ttl: int = Field(default=30, gt=0, le=3_600)
     stale_if_error: int = Field(default=300, ge=0, le=86_400)
     redis_url: str = ""
-    redis_timeout: float = Field(default=0.01, gt=0, le=5)
+    redis_timeout: float = Field(default=0.1, gt=0, le=5)
+    redis_breaker_failures: int = Field(default=5, ge=0, le=1_000)
+    redis_breaker_open_seconds: float = Field(default=5.0, gt=0, le=3_600)
+    refresh_ahead: float = Field(default=10.0, ge=0, le=3_600)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if value and not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
+        """One server (redis://, rediss://, unix://), Sentinel (redis+sentinel://) or Cluster
+        (redis+cluster://): checked as the client will read it, messages without secrets."""
+        if value:
+            # Imported here: the gateway.service package imports this module.
+            from gateway.service.redis_connect import parse_redis_url
+
+            parse_redis_url(value)
         return value
 
 

@@ -84,6 +84,20 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.refreshes = Counter(
+            "paywall_refreshes_total",
+            "Background refreshes of cache entries close to their end, by cache (access, "
+            "session) and result (started, succeeded, failed).",
+            ["cache", "result"],
+            registry=r,
+        )
+        self.redis_skips = Counter(
+            "paywall_redis_skipped_total",
+            "Redis operations not attempted because the Redis breaker was open (answered from "
+            "L1 and the platform).",
+            ["operation"],
+            registry=r,
+        )
         # Resolved children for the per-request paths: labels() costs a dict lookup and a lock.
         self._lookup_children: dict[tuple[str, str, str], Counter] = {}
         self._request_children: dict[tuple[str, str], Counter] = {}
@@ -115,8 +129,14 @@ class Metrics:
     def redis_error(self, operation: str) -> None:
         self.redis_errors.labels(operation).inc()
 
+    def redis_skipped(self, operation: str) -> None:
+        self.redis_skips.labels(operation).inc()
+
     def invalidation(self, source: str) -> None:
         self.invalidations.labels(source).inc()
+
+    def refresh(self, cache: str, result: str) -> None:
+        self.refreshes.labels(cache, result).inc()
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's current value (0 when absent): for tests and health checks."""

@@ -33,6 +33,7 @@ from gateway.service.outcome import (
     Credentials,
     Verdict,
 )
+from gateway.service.refresh import RefreshAhead
 from gateway.service.singleflight import SingleFlight
 
 PUBLIC_OUTCOME = AccessOutcome(Verdict.PUBLIC, "public_route")
@@ -85,6 +86,7 @@ class AccessService:
         stale_if_error: timedelta,
         on_api_error: Literal["deny", "allow"] = "deny",
         coalescer: Coalescer | None = None,
+        refresh_ahead: timedelta = timedelta(0),
     ) -> None:
         self._routes = routes
         self._identity = identity
@@ -100,6 +102,8 @@ class AccessService:
             metrics.coalesced_call
         )
         self._rule_keys: dict[AccessRule, str] = {}
+        self._refresh_ahead = refresh_ahead
+        self._refresh: RefreshAhead[str] = RefreshAhead("access", refresh_ahead, clock, metrics)
 
     async def check(self, request: AccessRequest) -> AccessOutcome:
         """The verdict for one request. Never raises for platform trouble: that is a verdict."""
@@ -142,9 +146,25 @@ class AccessService:
             session_token=identity.session_token,
         )
 
+    # The invalidation API (callbacks, admin). Each applies to this process, the shared tier
+    # and, through the invalidation bus, every other process; a Redis failure propagates, so
+    # the caller can answer "not done" (a webhook is then retried by the platform).
+
     async def invalidate_customer(self, customer_id: str, source: str) -> None:
         """Forget every cached access answer of ``customer_id`` (a callback said it changed)."""
         await self._cache.invalidate_customer(customer_id)
+        self._metrics.invalidation(source)
+
+    async def invalidate_session(self, token_hash: str, source: str) -> None:
+        """Forget the validation of one session, named by the SHA-256 (hex) of its token (a
+        logout). Raises ValueError for anything but 64 hex digits."""
+        await self._identity.invalidate_session(token_hash)
+        self._metrics.invalidation(source)
+
+    async def invalidate_all(self, source: str) -> None:
+        """Forget every cached access answer and session validation."""
+        await self._cache.invalidate_all()
+        await self._identity.invalidate_all()
         self._metrics.invalidation(source)
 
     async def _decide(self, identity: Identity, rule: AccessRule) -> AccessOutcome:
@@ -153,34 +173,52 @@ class AccessService:
         entry = await self._cache.get(key, customer_id=customer_id)
         now = self._clock()
         if entry is not None and now < entry.fresh_until:
-            self._metrics.cache_lookup("access", "hit")
+            self._metrics.cache_lookup("access", "hit", entry.tier)
+            if now >= entry.fresh_until - self._refresh_ahead:
+                # Close to its end: answer from it, and fetch its successor in the background.
+                ending = entry.fresh_until
+                self._refresh.start(key, lambda: self._load(key, customer_id, rule, ending))
             decision = entry.value.decide(rule, now, self._policy)
             return _answer(decision, identity, "hit", decision.stable_until)
-        # The generation seen now goes with the fetch: if the customer is invalidated while the
-        # platform answers, the answer is stored under the old generation (unreachable), and
-        # requests arriving after the invalidation start a fetch of their own.
-        generation = await self._cache.generation(customer_id)
         try:
-            fetched = await self._fetches.run(
-                (key, generation),
-                lambda: self._coalescer.run(
-                    key,
-                    lambda: self._fetch(key, customer_id, rule, generation),
-                    lambda: self._stored(key, customer_id),
-                ),
-            )
+            fetched = await self._load(key, customer_id, rule)
         except PlatformUnavailable:
             return self._on_error(entry, identity, rule)
-        self._metrics.cache_lookup("access", "miss")
+        self._metrics.cache_lookup("access", "miss", self._cache.tier)
         now = self._clock()
         decision = fetched.decide(rule, now, self._policy)
         expires_at = decision.stable_until if decision.stable_until > now else None
         return _answer(decision, identity, "miss", expires_at)
 
-    async def _stored(self, key: str, customer_id: str) -> Found[CachedAccess] | None:
-        """A fresh answer another process stored meanwhile (cross-process coalescing)."""
+    async def _load(
+        self, key: str, customer_id: str, rule: AccessRule, ending: datetime | None = None
+    ) -> CachedAccess:
+        """The answer for ``key`` from the platform, stored in the cache: one fetch per key and
+        generation across requests (and a refresh) in this process, and across processes.
+        A refresh passes the ``fresh_until`` of the entry it replaces as ``ending``. Raises
+        :class:`PlatformUnavailable`."""
+        # The generation seen now goes with the fetch: if the customer is invalidated while the
+        # platform answers, the answer is stored under the old generation (unreachable), and
+        # requests arriving after the invalidation start a fetch of their own.
+        generation = await self._cache.generation(customer_id)
+        return await self._fetches.run(
+            (key, generation),
+            lambda: self._coalescer.run(
+                key,
+                lambda: self._fetch(key, customer_id, rule, generation),
+                lambda: self._stored(key, customer_id, ending),
+            ),
+        )
+
+    async def _stored(
+        self, key: str, customer_id: str, ending: datetime | None = None
+    ) -> Found[CachedAccess] | None:
+        """A fresh answer another process stored meanwhile (cross-process coalescing). For a
+        refresh it must outlive the entry being replaced (``ending``): this process's own
+        entry, still fresh, is not what the refresh waits for."""
         entry = await self._cache.get(key, customer_id=customer_id)
-        if entry is not None and self._clock() < entry.fresh_until:
+        now = self._clock()
+        if entry is not None and max(now, ending or now) < entry.fresh_until:
             return Found(entry.value)
         return None
 
@@ -205,10 +243,10 @@ class AccessService:
     ) -> AccessOutcome:
         now = self._clock()
         if entry is not None and now < entry.stale_until:
-            self._metrics.cache_lookup("access", "stale")
+            self._metrics.cache_lookup("access", "stale", entry.tier)
             decision = evaluate_access(entry.value.payload, rule, now, self._policy)
             return _answer(decision, identity, "stale", None)
-        self._metrics.cache_lookup("access", "miss")
+        self._metrics.cache_lookup("access", "miss", self._cache.tier)
         if self._fail_open:
             return AccessOutcome(
                 Verdict.GRANTED,
@@ -223,6 +261,12 @@ class AccessService:
             customer_id=identity.customer_id,
             session_token=identity.session_token,
         )
+
+    async def close(self) -> None:
+        """Cancel the background refreshes (access answers and sessions) and wait for them:
+        the app calls it at shutdown, before the platform client closes."""
+        await self._refresh.close()
+        await self._identity.close()
 
     def _rule_key(self, rule: AccessRule) -> str:
         # The payload depends on the set of ids; its validity also on ``require``.

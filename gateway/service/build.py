@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as redis
@@ -17,7 +16,8 @@ from gateway.service.coalesce import Coalescer, LocalCoalescer, RedisCoalescer
 from gateway.service.codec import CachedAccessCodec, CustomerIdCodec, EntryCodec
 from gateway.service.identity import IdentityResolver
 from gateway.service.layered import LayeredCache
-from gateway.service.redis_cache import RedisCache
+from gateway.service.redis_cache import Epoch, RedisCache
+from gateway.service.redis_guard import RedisGuard
 
 
 def utc_now() -> datetime:
@@ -34,6 +34,20 @@ def platform_breaker(settings: Settings, clock: Clock = utc_now) -> CircuitBreak
     )
 
 
+def build_redis_guard(settings: Settings, metrics: Metrics) -> RedisGuard:
+    """The one guard (timeout, counting, breaker) for a process's Redis operations, configured
+    in ``[cache]``; failures count in ``paywall_redis_errors_total``, operations the open
+    breaker skipped in ``paywall_redis_skipped_total``."""
+    cache = settings.cache
+    return RedisGuard(
+        timeout=cache.redis_timeout,
+        on_error=metrics.redis_error,
+        on_skip=metrics.redis_skipped,
+        failures=cache.redis_breaker_failures,
+        open_seconds=cache.redis_breaker_open_seconds,
+    )
+
+
 def build_access_service(
     settings: Settings,
     platform: Platform,
@@ -42,7 +56,7 @@ def build_access_service(
     clock: Clock = utc_now,
     breaker: CircuitBreaker | None = None,
     redis_client: redis.Redis | None = None,
-    on_redis_error: Callable[[str], None] | None = None,
+    redis_guard: RedisGuard | None = None,
     bus: InvalidationBus | None = None,
 ) -> AccessService:
     """The access service as the app factory wires it.
@@ -53,12 +67,15 @@ def build_access_service(
     apiece. ``clock`` (aware UTC) drives the caches and the decisions alike. Pass ``breaker``
     (see :func:`platform_breaker`) to watch its state, e.g. for a readiness check. With
     ``redis_client`` both caches are layered: the process's L1 in front of the shared Redis
-    tier; Redis failures go to ``on_redis_error`` (default: the metric) and never fail a
+    tier; every Redis operation goes through ``redis_guard`` (the process's one guard, see
+    :func:`build_redis_guard`; made here if not given), and Redis failures never fail a
     request. With ``bus`` the L1 caches hear every process's invalidations (the caller runs
-    :meth:`InvalidationBus.run`).
+    :meth:`InvalidationBus.run`). Entries close to their end are refreshed in the background
+    (``cache.refresh_ahead``): the caller awaits :meth:`AccessService.close` at shutdown.
     """
     cache = settings.cache
     stale_if_error = timedelta(seconds=cache.stale_if_error)
+    refresh_ahead = timedelta(seconds=cache.refresh_ahead)
     if breaker is None:
         breaker = platform_breaker(settings, clock)
     guarded = GuardedPlatform(platform, breaker)
@@ -66,36 +83,59 @@ def build_access_service(
     sessions: PayloadCache[str | None] = MemoryCache(cache.max_entries, clock)
     access: PayloadCache[CachedAccess] = MemoryCache(cache.max_entries, clock)
     if redis_client is not None:
-        report = on_redis_error or metrics.redis_error
+        guard = redis_guard if redis_guard is not None else build_redis_guard(settings, metrics)
         publish = bus.publish if bus is not None else None
         session_l1: MemoryCache[str | None] = MemoryCache(cache.max_entries, clock)
         access_l1: MemoryCache[CachedAccess] = MemoryCache(cache.max_entries, clock)
         if bus is not None:
             bus.register(session_l1)
             bus.register(access_l1)
+        calls = settings.platform
+        # The longest one platform fetch can take: every attempt and backoff.
+        flight = (
+            calls.request_timeout * (calls.max_retries + 1)
+            + calls.retry_backoff_max * calls.max_retries
+        )
+        epoch = Epoch(redis_client)  # one per process, re-read when the bus says so
+        if bus is not None:
+            bus.register(epoch)
+        session_life = max(cache.session_ttl + cache.stale_if_error, cache.invalid_session_ttl)
         sessions = LayeredCache(
             session_l1,
-            RedisCache(redis_client, "session", EntryCodec(CustomerIdCodec()), clock),
-            timeout=cache.redis_timeout,
-            on_error=report,
+            RedisCache(
+                redis_client,
+                "session",
+                EntryCodec(CustomerIdCodec()),
+                clock,
+                epoch=epoch,
+                max_lifetime=session_life,
+                generation_ttl=session_life + flight,
+            ),
+            guard=guard,
+            publish=publish,
         )
-        calls = settings.platform
+        access_life = settings.access.max_ttl + cache.stale_if_error
         coalescer = RedisCoalescer(
             redis_client,
-            # Longer than the holder's whole fetch (every attempt and backoff), so the marker
-            # outlives a slow platform; waiters give up after one request timeout.
-            lock_ttl=calls.request_timeout * (calls.max_retries + 1)
-            + calls.retry_backoff_max * calls.max_retries,
+            # Longer than the holder's whole fetch, so the marker outlives a slow platform;
+            # waiters give up after one request timeout.
+            lock_ttl=flight,
             wait=calls.request_timeout,
-            timeout=cache.redis_timeout,
-            on_error=report,
+            guard=guard,
             coalesced=metrics.coalesced_call,
         )
         access = LayeredCache(
             access_l1,
-            RedisCache(redis_client, "access", EntryCodec(CachedAccessCodec()), clock),
-            timeout=cache.redis_timeout,
-            on_error=report,
+            RedisCache(
+                redis_client,
+                "access",
+                EntryCodec(CachedAccessCodec()),
+                clock,
+                epoch=epoch,
+                max_lifetime=access_life,
+                generation_ttl=access_life + flight,
+            ),
+            guard=guard,
             publish=publish,
         )
     identity = IdentityResolver(
@@ -107,6 +147,7 @@ def build_access_service(
         invalid_session_ttl=timedelta(seconds=cache.invalid_session_ttl),
         stale_if_error=stale_if_error,
         coalescer=coalescer,
+        refresh_ahead=refresh_ahead,
     )
     return AccessService(
         routes=settings.route_table(),
@@ -119,4 +160,5 @@ def build_access_service(
         stale_if_error=stale_if_error,
         on_api_error=settings.access.on_api_error,
         coalescer=coalescer,
+        refresh_ahead=refresh_ahead,
     )

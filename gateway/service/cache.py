@@ -1,14 +1,15 @@
 """The cache interface of the access service, and its in-process (L1) tier.
 
-Every tier implements :class:`PayloadCache`, a three-method contract that one shared test suite
-checks (``tests/service/test_cache_contract.py``). An entry carries two instants: before
+Every tier implements :class:`PayloadCache`, a contract that one shared test suite checks
+(``tests/service/test_cache_contract.py``). An entry carries two instants: before
 ``fresh_until`` it answers requests; between ``fresh_until`` and ``stale_until`` it is kept only
 to answer while the platform fails (stale-if-error); after ``stale_until`` it is gone.
 
-Entries scoped to a customer (``customer_id=`` on get/set) can be dropped in O(1) by
-:meth:`PayloadCache.invalidate_customer`: the customer's *generation* is part of the stored key,
-and invalidation moves the customer to a new generation, so the old entries become unreachable
-and age out of the LRU instead of being searched for. Redis will use the same scheme.
+Entries with a *scope* (``customer_id=`` on get/set: a customer id, or for a session its own
+key) can be dropped in O(1) by :meth:`PayloadCache.invalidate_customer`: the scope's
+*generation* is part of the stored key, and invalidation moves the scope to a new generation,
+so the old entries become unreachable and age out instead of being searched for. The Redis tier
+uses the same scheme. :meth:`PayloadCache.invalidate_all` moves every scope at once.
 
 Keys are built by the caller and never hold a raw credential: sessions are keyed by a SHA-256 of
 the token (:func:`token_key`).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
@@ -50,6 +51,8 @@ class CacheEntry(Generic[T]):
     value: T
     fresh_until: datetime
     stale_until: datetime
+    tier: str = field(default="l1", compare=False)
+    """The tier that answered (``l1``, ``l2``): for the lookup metric only."""
 
     def fresh_at(self, now: datetime) -> bool:
         return now < self.fresh_until
@@ -86,6 +89,15 @@ class PayloadCache(Protocol[T]):
         """Make every entry scoped to ``customer_id`` unreachable, in O(1)."""
         ...
 
+    async def invalidate_all(self) -> None:
+        """Make every entry unreachable, including values being fetched right now."""
+        ...
+
+    @property
+    def tier(self) -> str:
+        """The deepest tier a lookup consults (``l1``, ``l2``): misses are counted there."""
+        ...
+
 
 class MemoryCache(Generic[T]):
     """The L1 tier: a bounded LRU (cachetools) whose entries expire at their ``stale_until``.
@@ -107,16 +119,21 @@ class MemoryCache(Generic[T]):
         )
         self._generations: dict[str, tuple[int, float]] = {}  # customer -> (generation, at)
         self._counter = itertools.count(1)
+        # The generation of every customer without a record of its own: 0 until the first
+        # invalidate_all, then a fresh one, so values asked for before it cannot be stored.
+        self._floor = 0
         self._longest = 0.0  # seconds: the longest entry lifetime ever stored
 
     def _timestamp(self) -> float:
         return self._clock().timestamp()
 
+    tier = "l1"
+
     def _generation(self, customer_id: str | None) -> int:
         if customer_id is None:
-            return 0
+            return self._floor
         record = self._generations.get(customer_id)
-        return 0 if record is None else record[0]
+        return self._floor if record is None else record[0]
 
     async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
         return self._entries.get((key, self._generation(customer_id)))
@@ -149,7 +166,9 @@ class MemoryCache(Generic[T]):
             self._forget_old_generations(now)
 
     async def invalidate_all(self) -> None:
-        """Forget every entry (generations keep counting up: nothing old comes back)."""
+        """Forget every entry. Everyone moves to a new generation, so a value asked for before
+        (an answer still in flight) is not stored either."""
+        self._floor = next(self._counter)
         self._entries.clear()
         self._generations.clear()
 
@@ -161,8 +180,9 @@ class MemoryCache(Generic[T]):
             if record[1] >= horizon
         }
         if len(self._generations) > self._max_entries:
-            # Every record still hides live entries: drop the entries instead. Generations keep
-            # counting up, so nothing stored before this can come back.
+            # Every record still hides live entries: drop the entries instead, and move
+            # everyone to a new generation, so nothing asked for before this can be stored.
+            self._floor = next(self._counter)
             self._entries.clear()
             self._generations.clear()
 

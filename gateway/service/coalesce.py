@@ -8,6 +8,7 @@ the platform themselves (a holder that died must not stall anybody for long). Th
 expires by itself after ``lock_ttl``, so a crashed holder cannot block the key either.
 
 Redis trouble never blocks a request: a marker that cannot be set or read means "fetch".
+Every operation goes through the process's :class:`~gateway.service.redis_guard.RedisGuard`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+
+from gateway.service.redis_guard import RedisGuard
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-_FAILURES = (RedisError, OSError, TimeoutError)
 # Delete the marker only if it is still ours (it may have expired and been taken by another).
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
 
@@ -62,7 +63,12 @@ class LocalCoalescer:
 
 
 class RedisCoalescer:
-    """Cross-process coalescing with a Redis marker per key."""
+    """Cross-process coalescing with a Redis marker per key.
+
+    Every Redis operation goes through the process's :class:`RedisGuard`: a marker that
+    cannot be set means "fetch", one that cannot be released expires by itself, and while the
+    guard's breaker is open nobody waits for another process's answer.
+    """
 
     def __init__(
         self,
@@ -70,16 +76,14 @@ class RedisCoalescer:
         *,
         lock_ttl: float,
         wait: float,
-        timeout: float,
-        on_error: Callable[[str], None],
+        guard: RedisGuard,
         poll: float = 0.01,
         coalesced: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._lock_ttl_ms = max(1, int(lock_ttl * 1000))
         self._wait = wait
-        self._timeout = timeout
-        self._on_error = on_error
+        self._guard = guard
         self._poll = poll
         self._coalesced = coalesced
         self._release = client.register_script(_RELEASE)
@@ -92,25 +96,23 @@ class RedisCoalescer:
     ) -> T:
         marker = f"pwg:v1:lock:{key}"
         token = secrets.token_hex(8)
-        try:
-            async with asyncio.timeout(self._timeout):
-                claimed = await self._client.set(marker, token, nx=True, px=self._lock_ttl_ms)
-        except _FAILURES:
-            self._on_error("lock")
+        ok, claimed = await self._guard.call(
+            "lock", self._client.set(marker, token, nx=True, px=self._lock_ttl_ms)
+        )
+        if not ok:
             return await fetch()
         if claimed:
             try:
                 return await fetch()
             finally:
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        await self._release(keys=[marker], args=[token])
-                except _FAILURES:
-                    self._on_error("unlock")  # it expires by itself
+                # Not released (Redis failing): it expires by itself.
+                await self._guard.call("unlock", self._release(keys=[marker], args=[token]))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait
         while loop.time() < deadline:
             await asyncio.sleep(self._poll)
+            if self._guard.is_open:
+                break  # Redis went away: whatever the holder stores, we cannot read it
             found = await stored()
             if found is not None:
                 if self._coalesced is not None:

@@ -15,16 +15,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gateway.errors import InvalidSession, InvalidTransferToken, PlatformUnavailable
 from gateway.metrics import Metrics
 from gateway.platform.provider import IdentityProvider
-from gateway.service.cache import CacheEntry, Clock, PayloadCache, token_key
+from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache, token_key
 from gateway.service.coalesce import Coalescer, Found, LocalCoalescer
 from gateway.service.outcome import Credentials
+from gateway.service.refresh import RefreshAhead
 from gateway.service.singleflight import SingleFlight
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 SessionCache = PayloadCache[str | None]
 """Session-token hash -> customer id, or None for a session the platform rejected."""
@@ -54,6 +58,7 @@ class IdentityResolver:
         invalid_session_ttl: timedelta,
         stale_if_error: timedelta,
         coalescer: Coalescer | None = None,
+        refresh_ahead: timedelta = timedelta(0),
     ) -> None:
         self._provider = provider
         self._cache = cache
@@ -63,8 +68,12 @@ class IdentityResolver:
         self._invalid_ttl = invalid_session_ttl
         self._stale_if_error = stale_if_error
         self._coalescer: Coalescer = coalescer if coalescer is not None else LocalCoalescer()
-        self._validations: SingleFlight[str, str | None] = SingleFlight(metrics.coalesced_call)
+        self._validations: SingleFlight[tuple[str, Generation], str | None] = SingleFlight(
+            metrics.coalesced_call
+        )
         self._exchanges: SingleFlight[str, str | None] = SingleFlight(metrics.coalesced_call)
+        self._refresh_ahead = refresh_ahead
+        self._refresh: RefreshAhead[str] = RefreshAhead("session", refresh_ahead, clock, metrics)
 
     async def resolve(self, credentials: Credentials) -> Identity | None:
         """The visitor's identity; None when no credential is valid.
@@ -93,41 +102,75 @@ class IdentityResolver:
 
     async def _session(self, token: str) -> Identity | None:
         key = token_key("session", token)
-        entry = await self._cache.get(key)
+        # A session's entry is scoped to its own key: invalidate_session drops it in O(1), also
+        # in every other process, and a validation in flight at that moment is not stored.
+        entry = await self._cache.get(key, customer_id=key)
         now = self._clock()
         if entry is not None and now < entry.fresh_until:
-            self._metrics.cache_lookup("session", "hit")
+            self._metrics.cache_lookup("session", "hit", entry.tier)
+            # Close to its end: answer from it, and validate again in the background. Not for a
+            # rejected token: nobody's visits wait on those, and they must not cost more calls.
+            if now >= entry.fresh_until - self._refresh_ahead and entry.value is not None:
+                ending = entry.fresh_until
+                self._refresh.start(key, lambda: self._validation(key, token, ending))
             return None if entry.value is None else Identity(entry.value)
         try:
-            customer_id = await self._validations.run(
-                key,
-                lambda: self._coalescer.run(
-                    key, lambda: self._validate(key, token), lambda: self._stored(key)
-                ),
-            )
+            customer_id = await self._validation(key, token)
         except PlatformUnavailable:
             if entry is not None and entry.value is not None and now < entry.stale_until:
-                self._metrics.cache_lookup("session", "stale")
+                self._metrics.cache_lookup("session", "stale", entry.tier)
                 return Identity(entry.value, stale=True)
-            self._metrics.cache_lookup("session", "miss")
+            self._metrics.cache_lookup("session", "miss", self._cache.tier)
             raise
-        self._metrics.cache_lookup("session", "miss")
+        self._metrics.cache_lookup("session", "miss", self._cache.tier)
         return None if customer_id is None else Identity(customer_id)
 
-    async def _stored(self, key: str) -> Found[str | None] | None:
-        """A fresh validation another process stored meanwhile (cross-process coalescing)."""
-        entry = await self._cache.get(key)
-        if entry is not None and self._clock() < entry.fresh_until:
+    async def _validation(self, key: str, token: str, ending: datetime | None = None) -> str | None:
+        """One platform validation of ``token`` per generation, across requests (and a refresh,
+        which passes the ``fresh_until`` of the entry it replaces as ``ending``) and processes;
+        the answer is cached. Raises :class:`PlatformUnavailable`."""
+        generation = await self._cache.generation(key)
+        return await self._validations.run(
+            (key, generation),
+            lambda: self._coalescer.run(
+                key,
+                lambda: self._validate(key, token, generation),
+                lambda: self._stored(key, ending),
+            ),
+        )
+
+    async def _stored(self, key: str, ending: datetime | None = None) -> Found[str | None] | None:
+        """A fresh validation another process stored meanwhile (cross-process coalescing); for a
+        refresh, one that outlives the entry being replaced (``ending``)."""
+        entry = await self._cache.get(key, customer_id=key)
+        now = self._clock()
+        if entry is not None and max(now, ending or now) < entry.fresh_until:
             return Found(entry.value)
         return None
 
-    async def _validate(self, key: str, token: str) -> str | None:
+    async def _validate(self, key: str, token: str, generation: Generation) -> str | None:
         try:
             customer_id = await self._provider.customer_for_session(token)
         except InvalidSession:
             until = self._clock() + self._invalid_ttl
-            await self._cache.set(key, CacheEntry(None, until, until))
-            return None
-        until = self._clock() + self._session_ttl
-        await self._cache.set(key, CacheEntry(customer_id, until, until + self._stale_if_error))
-        return customer_id
+            entry: CacheEntry[str | None] = CacheEntry(None, until, until)
+        else:
+            until = self._clock() + self._session_ttl
+            entry = CacheEntry(customer_id, until, until + self._stale_if_error)
+        await self._cache.set(key, entry, customer_id=key, generation=generation)
+        return entry.value
+
+    async def invalidate_session(self, token_hash: str) -> None:
+        """Forget the validation of the session whose token has this SHA-256 (hex)."""
+        if not _SHA256_HEX.fullmatch(token_hash):
+            raise ValueError("a session is named by the SHA-256 of its token, 64 hex digits")
+        key = f"session:{token_hash.lower()}"
+        await self._cache.invalidate_customer(key)
+
+    async def invalidate_all(self) -> None:
+        """Forget every session validation."""
+        await self._cache.invalidate_all()
+
+    async def close(self) -> None:
+        """Cancel the background session refreshes and wait for them."""
+        await self._refresh.close()

@@ -2,15 +2,16 @@
 
 * ``get``: L1; on a miss L2, and an L2 hit is copied into L1 (its own ``fresh_until`` and
   ``stale_until`` come along, so L1 never keeps it longer than L2 would).
-* ``set``: both tiers. ``invalidate_customer``: both tiers, then ``publish`` tells the other
-  processes (:class:`~gateway.service.bus.InvalidationBus`).
+* ``set``: both tiers. ``invalidate_customer`` and ``invalidate_all``: both tiers, then
+  ``publish`` tells the other processes (:class:`~gateway.service.bus.InvalidationBus`).
 * ``generation``: the pair of the tiers' generations; ``set`` hands each tier its own, so a
   value asked for before an invalidation in either tier is stored where no lookup finds it.
 
-The shared tier must never fail a request: every L2 operation is bounded by ``timeout`` seconds,
-and any Redis error or timeout is reported to ``on_error`` (a metric) and treated as a miss or a
-skipped write. Invalidating in L2 is the exception: if it fails, the error propagates, because
-the caller (a webhook) must know the shared tier may still hold the old answer.
+The shared tier must never fail a request: every L2 operation goes through the process's
+:class:`~gateway.service.redis_guard.RedisGuard` (a timeout, counting, a breaker), and a failure
+is treated as a miss or a skipped write. Invalidating is the exception: if L2 or the publish
+fails, the error propagates (counted), because the caller (a webhook) must know the shared tier
+or another process may still hold the old answer.
 """
 
 from __future__ import annotations
@@ -18,37 +19,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Generic, TypeVar
 
-from redis.exceptions import RedisError
-
+from gateway.service.bus import ALL
 from gateway.service.cache import CacheEntry, Generation, MemoryCache
 from gateway.service.redis_cache import RedisCache
+from gateway.service.redis_guard import FAILURES, RedisGuard
 from gateway.service.singleflight import SingleFlight
 
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
-_FAILURES = (RedisError, OSError, TimeoutError)
-
 
 class LayeredCache(Generic[T]):
     """A :class:`~gateway.service.cache.PayloadCache` over an L1 and an L2 tier."""
+
+    tier = "l2"
 
     def __init__(
         self,
         l1: MemoryCache[T],
         l2: RedisCache[T],
         *,
-        timeout: float,
-        on_error: Callable[[str], None],
+        guard: RedisGuard,
         publish: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._l1 = l1
         self._l2 = l2
-        self._timeout = timeout
-        self._on_error = on_error
+        self._guard = guard
         self._publish = publish
         # A cold spike asks L2 for one key many times at once: one Redis read serves them all.
         self._reads: SingleFlight[tuple[str, str | None], CacheEntry[T] | None] = SingleFlight()
@@ -56,13 +56,7 @@ class LayeredCache(Generic[T]):
 
     async def _shared(self, operation: str, call: Awaitable[R]) -> tuple[bool, R | None]:
         """(succeeded, result) of an L2 call, bounded and with failures absorbed."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                return True, await call
-        except _FAILURES as exc:
-            self._on_error(operation)
-            log.debug("redis %s failed: %r", operation, exc)
-            return False, None
+        return await self._guard.call(operation, call)
 
     async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
         entry = await self._l1.get(key, customer_id=customer_id)
@@ -70,7 +64,7 @@ class LayeredCache(Generic[T]):
             return entry
         entry = await self._reads.run((key, customer_id), lambda: self._l2_get(key, customer_id))
         if entry is not None:
-            await self._l1.set(key, entry, customer_id=customer_id)
+            await self._l1.set(key, replace(entry, tier=self._l1.tier), customer_id=customer_id)
         return entry
 
     async def _l2_get(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
@@ -110,7 +104,20 @@ class LayeredCache(Generic[T]):
 
     async def invalidate_customer(self, customer_id: str) -> None:
         await self._l1.invalidate_customer(customer_id)
-        async with asyncio.timeout(self._timeout):
-            await self._l2.invalidate_customer(customer_id)
-            if self._publish is not None:
-                await self._publish(customer_id)  # every other process's L1
+        await self._everywhere("invalidate", self._l2.invalidate_customer(customer_id), customer_id)
+
+    async def invalidate_all(self) -> None:
+        await self._l1.invalidate_all()
+        await self._everywhere("invalidate", self._l2.invalidate_all(), ALL)
+
+    async def _everywhere(self, operation: str, call: Awaitable[None], message: str) -> None:
+        """Apply an invalidation to L2, then tell every other process's L1 (``publish``).
+        Failures propagate (after being counted): the caller must know it did not happen."""
+        try:
+            async with asyncio.timeout(self._guard.timeout):
+                await call
+                if self._publish is not None:
+                    await self._publish(message)
+        except FAILURES as exc:
+            self._guard.failed(operation, exc)
+            raise

@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from time import monotonic, perf_counter
+from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,10 +41,17 @@ from gateway.metrics import Metrics
 from gateway.platform import PlenigoClient
 from gateway.service.access import AccessService
 from gateway.service.breaker import CircuitBreaker
-from gateway.service.build import build_access_service, platform_breaker, utc_now
+from gateway.service.build import (
+    build_access_service,
+    build_redis_guard,
+    platform_breaker,
+    utc_now,
+)
 from gateway.service.bus import InvalidationBus
 from gateway.service.cache import Clock
 from gateway.service.outcome import AccessOutcome, AccessRequest, Credentials, Verdict
+from gateway.service.redis_connect import connect_redis
+from gateway.service.redis_guard import RedisGuard
 from gateway.web.forwarded import TrustedProxies
 from gateway.web.frontend import (
     Responder,
@@ -76,25 +83,6 @@ _PASS = (Verdict.GRANTED, Verdict.PUBLIC)
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
-class RedisHealth:
-    """Counts Redis failures and remembers the last one, for /readyz."""
-
-    DEGRADED_FOR = 10.0  # seconds after a failure that Redis is reported degraded
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._last_error: float | None = None
-
-    def error(self, operation: str) -> None:
-        self._metrics.redis_error(operation)
-        self._last_error = monotonic()
-
-    @property
-    def state(self) -> str:
-        recent = self._last_error is not None and monotonic() - self._last_error < self.DEGRADED_FOR
-        return "degraded" if recent else "ok"
-
-
 @dataclass
 class Runtime:
     """What the running gateway holds; created when the main app starts."""
@@ -103,11 +91,12 @@ class Runtime:
     metrics: Metrics
     service: AccessService
     breaker: CircuitBreaker
-    redis: RedisHealth | None = None
+    redis: RedisGuard | None = None
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, details) for /readyz: not ready while the platform breaker is open. Redis
-        trouble is reported ("degraded") but keeps the gateway ready: it still answers."""
+        trouble is reported ("degraded", or "open" while its breaker skips Redis) but keeps the
+        gateway ready: it still answers, from L1 and the platform."""
         state = self.breaker.state
         redis_state = "off" if self.redis is None else self.redis.state
         return state != "open", {"config": "loaded", "platform": state, "redis": redis_state}
@@ -499,7 +488,7 @@ def _runtime_context(
         platform_http = _platform_session()
         upstream_http: aiohttp.ClientSession | None = None
         redis_client: redis.Redis | None = None
-        redis_health: RedisHealth | None = None
+        redis_guard: RedisGuard | None = None
         bus: InvalidationBus | None = None
         bus_task: asyncio.Task[None] | None = None
         try:
@@ -508,12 +497,12 @@ def _runtime_context(
             )
             breaker = platform_breaker(settings, clock)
             if settings.cache.redis_url:
-                redis_client = redis.from_url(
+                redis_client = connect_redis(
                     settings.cache.redis_url,
-                    socket_connect_timeout=max(settings.cache.redis_timeout, 0.5),
+                    connect_timeout=max(settings.cache.redis_timeout, 0.5),
                 )
-                redis_health = RedisHealth(metrics)
-                bus = InvalidationBus(redis_client, on_error=redis_health.error)
+                redis_guard = build_redis_guard(settings, metrics)
+                bus = InvalidationBus(redis_client, guard=redis_guard)
                 bus_task = asyncio.create_task(bus.run(), name="paywall-invalidation-bus")
             service = build_access_service(
                 settings,
@@ -522,7 +511,7 @@ def _runtime_context(
                 clock=clock,
                 breaker=breaker,
                 redis_client=redis_client,
-                on_redis_error=redis_health.error if redis_health else None,
+                redis_guard=redis_guard,
                 bus=bus,
             )
             upstream = None
@@ -541,8 +530,9 @@ def _runtime_context(
                     upstream_http, options, TrustedProxies(server.trusted_proxies)
                 )
             gateway.attach(service, upstream)
-            app[RUNTIME] = Runtime(settings, metrics, service, breaker, redis_health)
+            app[RUNTIME] = Runtime(settings, metrics, service, breaker, redis_guard)
             yield
+            await service.close()  # background refreshes, before the clients they use close
         finally:
             await platform_http.close()
             if bus_task is not None:

@@ -14,6 +14,7 @@ from gateway.service.cache import MemoryCache, PayloadCache
 from gateway.service.codec import EntryCodec
 from gateway.service.layered import LayeredCache
 from gateway.service.redis_cache import RedisCache
+from gateway.service.redis_guard import RedisGuard
 
 # Wednesday 2025-06-11, 12:00 in Berlin (as in tests/platform): inside the 06-18 window.
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC)
@@ -79,7 +80,9 @@ def cache_factory(request: pytest.FixtureRequest) -> CacheFactory:
 
     def _layered(max_entries: int, clock: ManualClock) -> PayloadCache[Any]:
         l2: RedisCache[Any] = RedisCache(client, "contract", EntryCodec(PlainValues()), clock)
-        return LayeredCache(MemoryCache(max_entries, clock), l2, timeout=1.0, on_error=_raise)
+        return LayeredCache(
+            MemoryCache(max_entries, clock), l2, guard=RedisGuard(timeout=1.0, on_error=_raise)
+        )
 
     return _redis if request.param == "l2" else _layered
 

@@ -16,6 +16,7 @@ from gateway.service.cache import CacheEntry, MemoryCache
 from gateway.service.codec import EntryCodec
 from gateway.service.layered import LayeredCache
 from gateway.service.redis_cache import RedisCache
+from gateway.service.redis_guard import RedisGuard
 from tests.service.conftest import ManualClock, PlainValues
 
 
@@ -25,12 +26,16 @@ class Process:
     def __init__(self, url: str, clock: ManualClock) -> None:
         self.client = redis.from_url(url)
         self.errors: list[str] = []
-        self.bus = InvalidationBus(self.client, on_error=self.errors.append, retry_delay=0.05)
+        self.guard = RedisGuard(timeout=1.0, on_error=self.errors.append)  # one per process
+        self.bus = InvalidationBus(self.client, guard=self.guard, retry_delay=0.05)
         self.l1: MemoryCache[Any] = MemoryCache(1000, clock)
         self.bus.register(self.l1)
         l2: RedisCache[Any] = RedisCache(self.client, "access", EntryCodec(PlainValues()), clock)
         self.cache = LayeredCache(
-            self.l1, l2, timeout=1.0, on_error=self.errors.append, publish=self.bus.publish
+            self.l1,
+            l2,
+            guard=self.guard,
+            publish=self.bus.publish,
         )
         self.task = asyncio.create_task(self.bus.run())
 

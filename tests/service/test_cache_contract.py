@@ -129,6 +129,51 @@ async def test_invalidating_an_unknown_customer_is_harmless(
     assert await cache.get("x", customer_id="somebody") is not None
 
 
+async def test_invalidate_all_drops_every_entry(
+    cache_factory: CacheFactory, clock: ManualClock
+) -> None:
+    cache = cache_factory(1000, clock)
+    await cache.set("c1:premium", entry(clock, 1), customer_id="c1")
+    await cache.set("c2:premium", entry(clock, 2), customer_id="c2")
+    await cache.set("unscoped", entry(clock, 3))
+    await cache.invalidate_all()
+    assert await cache.get("c1:premium", customer_id="c1") is None
+    assert await cache.get("c2:premium", customer_id="c2") is None
+    assert await cache.get("unscoped") is None
+    # The cache keeps working afterwards.
+    await cache.set("c1:premium", entry(clock, 4), customer_id="c1")
+    found = await cache.get("c1:premium", customer_id="c1")
+    assert found is not None
+    assert found.value == 4
+
+
+async def test_value_asked_for_before_invalidate_all_is_not_found_after_it(
+    cache_factory: CacheFactory, clock: ManualClock
+) -> None:
+    cache = cache_factory(1000, clock)
+    await cache.invalidate_customer("c2")  # one scope with a generation of its own, one without
+    seen = {scope: await cache.generation(scope) for scope in ("c1", "c2")}
+    await cache.invalidate_all()
+    for scope, generation in seen.items():
+        await cache.set(f"{scope}:x", entry(clock, "old"), customer_id=scope, generation=generation)
+        assert await cache.get(f"{scope}:x", customer_id=scope) is None, scope
+        assert await cache.generation(scope) != generation
+
+
+async def test_a_hit_names_the_tier_that_answered(
+    cache_factory: CacheFactory, clock: ManualClock
+) -> None:
+    cache = cache_factory(1000, clock)
+    await cache.set("a", entry(clock, 1))
+    first = await cache.get("a")
+    second = await cache.get("a")
+    assert first is not None
+    assert second is not None
+    # Layered: ``set`` filled L1 too, so L1 answers (an L2 answer: tests/service/test_layered).
+    expected = {"MemoryCache": "l1", "RedisCache": "l2", "LayeredCache": "l1"}
+    assert first.tier == second.tier == expected[type(cache).__name__]
+
+
 def test_token_keys_never_contain_the_token() -> None:
     token = "demo-session-plain"
     key = token_key("session", token)

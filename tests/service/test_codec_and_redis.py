@@ -82,7 +82,7 @@ def test_unreadable_entries_are_codec_errors(raw: bytes) -> None:
 async def test_corrupt_value_in_redis_is_a_miss(redis_client: redis.Redis) -> None:
     clock = ManualClock()
     cache = RedisCache(redis_client, "session", EntryCodec(CustomerIdCodec()), clock)
-    await redis_client.set("pwg:v1:session:k", b"garbage")
+    await redis_client.set("pwg:v1:session:0:k", b"garbage")
     assert await cache.get("k") is None
 
 
@@ -91,8 +91,58 @@ async def test_entries_expire_in_redis_at_stale_until(redis_client: redis.Redis)
     cache = RedisCache(redis_client, "session", EntryCodec(CustomerIdCodec()), clock)
     until = clock.now + timedelta(seconds=30)
     await cache.set("k", CacheEntry("100001", clock.now + timedelta(seconds=10), until))
-    ttl = await redis_client.pttl("pwg:v1:session:k")
+    ttl = await redis_client.pttl("pwg:v1:session:0:k")
     assert 29_000 < ttl <= 30_000
+
+
+async def test_entry_lifetimes_are_capped_and_generation_records_expire(
+    redis_client: redis.Redis,
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    cache = RedisCache(
+        redis_client,
+        "access",
+        EntryCodec(CustomerIdCodec()),
+        clock,
+        max_lifetime=20,
+        generation_ttl=25,
+    )
+    until = clock.now + timedelta(seconds=60)
+    await cache.set("c1:r", CacheEntry("x", until, until), customer_id="c1")
+    assert 19_000 < await redis_client.pttl("pwg:v1:access:0:c1:r@0") <= 20_000
+    await cache.invalidate_customer("c1")
+    assert 24_000 < await redis_client.pttl("pwg:v1:access:gen:c1") <= 25_000
+
+
+async def test_a_generation_is_never_used_twice(redis_client: redis.Redis) -> None:
+    # Once a generation record has expired the scope is back at 0; the next invalidation must
+    # not hand out a generation an entry may still be stored under.
+    clock = ManualClock()
+    cache = RedisCache(redis_client, "access", EntryCodec(CustomerIdCodec()), clock)
+    await cache.invalidate_customer("c1")
+    first = await cache.generation("c1")
+    await redis_client.delete("pwg:v1:access:gen:c1")  # as if the record had expired
+    assert await cache.generation("c1") == (0, 0)
+    await cache.invalidate_customer("c1")
+    assert await cache.generation("c1") not in {first, (0, 0)}
+
+
+async def test_invalidate_all_moves_to_a_new_epoch_that_other_processes_pick_up(
+    redis_client: redis.Redis,
+) -> None:
+    clock = ManualClock()
+    here = RedisCache(redis_client, "access", EntryCodec(CustomerIdCodec()), clock)
+    there = RedisCache(redis_client, "access", EntryCodec(CustomerIdCodec()), clock)
+    entry = CacheEntry("x", clock.now + timedelta(60), clock.now + timedelta(60))
+    await here.set("k", entry)
+    assert await there.get("k") == entry
+    await here.invalidate_all()
+    assert await here.get("k") is None
+    # ``there`` keeps its epoch in memory until the invalidation bus tells it to re-read it.
+    assert await there.get("k") == entry
+    await there.epoch.invalidate_all()
+    assert await there.get("k") is None
+    assert await redis_client.get("pwg:v1:epoch") == b"1"
 
 
 async def test_invalidation_is_one_counter_and_touches_no_entry(
@@ -106,7 +156,8 @@ async def test_invalidation_is_one_counter_and_touches_no_entry(
     keys_before = set(await redis_client.keys("*"))
     await cache.invalidate_customer("c1")
     keys_after = set(await redis_client.keys("*"))
-    assert keys_after - keys_before == {b"pwg:v1:gen:c1"}  # one new key; no entry visited
+    # One record for the customer and the counter generations are drawn from; no entry visited.
+    assert keys_after - keys_before == {b"pwg:v1:access:gen:c1", b"pwg:v1:gen-counter"}
     assert keys_before <= keys_after
     assert await cache.get("c1:r0", customer_id="c1") is None
-    assert await cache.generation("c1") == 1
+    assert await cache.generation("c1") == (0, 1)

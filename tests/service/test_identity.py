@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -207,3 +208,45 @@ async def test_exchange_failure_raises(harness: Harness) -> None:
 async def test_no_credentials(harness: Harness) -> None:
     assert await harness.resolver.resolve(Credentials()) is None
     assert harness.provider.validations == 0
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def test_invalidate_session_forgets_only_that_session() -> None:
+    h = Harness()
+    assert await h.session("good-session") == Identity("100001")
+    assert await h.session("other-session") == Identity("100002")
+    await h.resolver.invalidate_session(_hash("good-session").upper())  # hex in either case
+    assert await h.session("good-session") == Identity("100001")
+    assert await h.session("other-session") == Identity("100002")
+    assert h.provider.validations == 3
+
+
+async def test_a_validation_in_flight_when_the_session_is_invalidated_is_not_kept() -> None:
+    h = Harness()
+    h.provider.gate.clear()
+    first = asyncio.create_task(h.session("good-session"))
+    await asyncio.sleep(0)
+    await h.resolver.invalidate_session(_hash("good-session"))  # a logout, mid-validation
+    h.provider.gate.set()
+    assert await first == Identity("100001")  # asked before the logout: answered as it was
+    assert await h.session("good-session") == Identity("100001")
+    assert h.provider.validations == 2  # ...but not remembered past it
+
+
+async def test_invalidate_all_forgets_every_session() -> None:
+    h = Harness()
+    await h.session("good-session")
+    await h.session("no-such-session")
+    await h.resolver.invalidate_all()
+    await h.session("good-session")
+    await h.session("no-such-session")
+    assert h.provider.validations == 4
+
+
+@pytest.mark.parametrize("name", ["", "abc", "g" * 64, _hash("x") + "0", " " + _hash("x")[1:]])
+async def test_invalidate_session_wants_a_sha256(name: str) -> None:
+    with pytest.raises(ValueError, match="SHA-256"):
+        await Harness().resolver.invalidate_session(name)

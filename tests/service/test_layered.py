@@ -15,6 +15,7 @@ from gateway.service.cache import CacheEntry, MemoryCache
 from gateway.service.codec import EntryCodec
 from gateway.service.layered import LayeredCache
 from gateway.service.redis_cache import RedisCache
+from gateway.service.redis_guard import RedisGuard
 from tests.conftest import free_port
 from tests.service.conftest import ManualClock, PlainValues
 
@@ -23,7 +24,9 @@ def layered(
     client: redis.Redis, clock: ManualClock, errors: list[str], timeout: float = 0.5
 ) -> LayeredCache[Any]:
     l2: RedisCache[Any] = RedisCache(client, "access", EntryCodec(PlainValues()), clock)
-    return LayeredCache(MemoryCache(1000, clock), l2, timeout=timeout, on_error=errors.append)
+    return LayeredCache(
+        MemoryCache(1000, clock), l2, guard=RedisGuard(timeout=timeout, on_error=errors.append)
+    )
 
 
 def entry(clock: ManualClock, value: object) -> CacheEntry[object]:
@@ -37,11 +40,11 @@ async def test_an_answer_stored_by_one_process_serves_another(redis_client: redi
     await first.set("c1:premium", entry(clock, "granted"), customer_id="c1")
     found = await second.get("c1:premium", customer_id="c1")
     assert found is not None
-    assert found.value == "granted"
+    assert (found.value, found.tier) == ("granted", "l2")
     await redis_client.flushdb()  # now only the second process's L1 has it
     again = await second.get("c1:premium", customer_id="c1")
     assert again is not None
-    assert again.value == "granted"
+    assert (again.value, again.tier) == ("granted", "l1")
     assert errors == []
 
 

@@ -65,5 +65,5 @@ async def test_redis_down_changes_nothing_for_visitors(start_stack: StartStack) 
     assert stack.metrics.value("paywall_redis_errors_total", {"operation": "get"}) >= 1
     ready, details = stack.gateway.app[RUNTIME].readiness()
     assert ready
-    assert details["redis"] == "degraded"
+    assert details["redis"] in ("degraded", "open")  # "open" once the Redis breaker trips
     assert stack.content_requests[-1]["headers"]["X-Paywall-Customer-Id"] == "100001"
