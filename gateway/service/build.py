@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import redis.asyncio as redis
 
@@ -18,6 +19,8 @@ from gateway.service.identity import IdentityResolver
 from gateway.service.layered import LayeredCache
 from gateway.service.redis_cache import Epoch, RedisCache
 from gateway.service.redis_guard import RedisGuard
+
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -99,22 +102,26 @@ def build_access_service(
         epoch = Epoch(redis_client)  # one per process, re-read when the bus says so
         if bus is not None:
             bus.register(epoch)
-        session_life = max(cache.session_ttl + cache.stale_if_error, cache.invalid_session_ttl)
-        sessions = LayeredCache(
-            session_l1,
-            RedisCache(
+
+        def layered(
+            l1: MemoryCache[T], namespace: str, codec: EntryCodec[T], life: float
+        ) -> LayeredCache[T]:
+            # Records of a generation outlive every entry stored under the one they replaced.
+            l2 = RedisCache(
                 redis_client,
-                "session",
-                EntryCodec(CustomerIdCodec()),
+                namespace,
+                codec,
                 clock,
                 epoch=epoch,
-                max_lifetime=session_life,
-                generation_ttl=session_life + flight,
-            ),
-            guard=guard,
-            publish=publish,
-        )
+                max_lifetime=life,
+                generation_ttl=life + flight,
+            )
+            return LayeredCache(l1, l2, guard=guard, publish=publish)
+
+        session_life = max(cache.session_ttl + cache.stale_if_error, cache.invalid_session_ttl)
+        sessions = layered(session_l1, "session", EntryCodec(CustomerIdCodec()), session_life)
         access_life = settings.access.max_ttl + cache.stale_if_error
+        access = layered(access_l1, "access", EntryCodec(CachedAccessCodec()), access_life)
         coalescer = RedisCoalescer(
             redis_client,
             # Longer than the holder's whole fetch, so the marker outlives a slow platform;
@@ -123,20 +130,6 @@ def build_access_service(
             wait=calls.request_timeout,
             guard=guard,
             coalesced=metrics.coalesced_call,
-        )
-        access = LayeredCache(
-            access_l1,
-            RedisCache(
-                redis_client,
-                "access",
-                EntryCodec(CachedAccessCodec()),
-                clock,
-                epoch=epoch,
-                max_lifetime=access_life,
-                generation_ttl=access_life + flight,
-            ),
-            guard=guard,
-            publish=publish,
         )
     identity = IdentityResolver(
         guarded,
