@@ -19,8 +19,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A callback that holds the event loop longer than this fails the test: the gateway serves
-# every visitor from one loop, so a blocking call there stalls all of them.
-BLOCKING_THRESHOLD = 0.2
+# every visitor from one loop, so a blocking call there stalls all of them. A coarse net over
+# the whole suite: on a busy 2-core machine (redis-servers, nginx and gateway subprocesses
+# starting beside the test) an honest step was seen to take 0.28 s of wall time, so this stays
+# above that; tests/web/test_event_loop.py holds the gateway's handlers to a much tighter bound.
+BLOCKING_THRESHOLD = 0.5
 
 
 def _guarded_loop() -> asyncio.AbstractEventLoop:

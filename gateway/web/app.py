@@ -211,7 +211,9 @@ class Gateway:
         if verdict in _PASS:
             upstream = self._upstream
             assert upstream is not None  # proxy mode always has one
-            return await upstream.forward(request, path, _paywall_headers(outcome))
+            # Granted content is this visitor's: no shared cache may keep it for others.
+            private = verdict is Verdict.GRANTED
+            return await upstream.forward(request, path, _paywall_headers(outcome), private=private)
         visitor = self._direct_visitor(request, visitor.path, visitor.query)
         return self._responder.deny(visitor, outcome, login_redirect=True)
 

@@ -38,6 +38,7 @@ __all__ = [
     "error_response",
     "last_element",
     "param_name",
+    "private_cache_control",
     "strip_query_param",
     "upstream_proxy_context",
     "wants_json",
@@ -135,6 +136,27 @@ def create_upstream_session(options: ProxyOptions) -> aiohttp.ClientSession:
     )
 
 
+_SHARED_CACHE_DIRECTIVES = frozenset({"public", "s-maxage", "proxy-revalidate"})
+
+
+def private_cache_control(values: list[str]) -> str:
+    """The upstream's Cache-Control (all its header lines) for an answer only this visitor may
+    see: what lets a shared cache (a CDN in front of the gateway) store it goes (``public``,
+    ``s-maxage``, ``proxy-revalidate``), and ``private`` is added unless ``private`` or
+    ``no-store`` is already there. The browser's own caching (``max-age`` …) is kept."""
+    kept = []
+    for value in values:
+        for directive in value.split(","):
+            directive = directive.strip()
+            name = directive.partition("=")[0].strip().lower()
+            if directive and name not in _SHARED_CACHE_DIRECTIVES:
+                kept.append(directive)
+    names = {directive.partition("=")[0].strip().lower() for directive in kept}
+    if not names & {"private", "no-store"}:
+        kept.insert(0, "private")
+    return ", ".join(kept)
+
+
 def strip_query_param(query: str, name: str) -> str:
     """``query`` (raw, still percent-encoded) without any ``name`` parameter.
 
@@ -222,7 +244,12 @@ class UpstreamProxy:
         return self._options
 
     async def forward(
-        self, request: web.Request, path: str, paywall_headers: Mapping[str, str]
+        self,
+        request: web.Request,
+        path: str,
+        paywall_headers: Mapping[str, str],
+        *,
+        private: bool = False,
     ) -> web.StreamResponse:
         """Relay ``request`` to the upstream at ``path`` and relay the answer back.
 
@@ -231,6 +258,8 @@ class UpstreamProxy:
         token. ``paywall_headers`` are added after every client-supplied ``X-Paywall-*`` header
         has been removed. Upstream unreachable is a 502, upstream too slow to answer a 504; an
         upstream that fails after its headers were relayed aborts the visitor's connection.
+        ``private``: the answer was granted to this visitor only (paid content), so no shared
+        cache in front of the gateway may store it (:func:`private_cache_control`).
         """
         url = self.upstream_url(path, request.raw_path)
         headers = self.request_headers(request, paywall_headers)
@@ -267,7 +296,7 @@ class UpstreamProxy:
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
-                headers=self.response_headers(upstream.headers),
+                headers=self.response_headers(upstream.headers, private=private),
             )
             await response.prepare(request)
             try:
@@ -341,13 +370,22 @@ class UpstreamProxy:
             headers[name] = value
         return headers
 
-    def response_headers(self, upstream_headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-        """The upstream's response headers minus hop-by-hop ones."""
+    def response_headers(
+        self, upstream_headers: CIMultiDictProxy[str], *, private: bool = False
+    ) -> CIMultiDict[str]:
+        """The upstream's response headers minus hop-by-hop ones; with ``private``, its
+        Cache-Control made private."""
         dropped = HOP_BY_HOP_HEADERS | _connection_tokens(upstream_headers)
+        if private:
+            dropped = dropped | {"cache-control"}
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in upstream_headers.items():
             if name.lower() not in dropped:
                 headers.add(name, value)
+        if private:
+            headers["Cache-Control"] = private_cache_control(
+                upstream_headers.getall("Cache-Control", [])
+            )
         return headers
 
     def _strip_session_cookie(self, cookie_header: str) -> str:

@@ -36,7 +36,7 @@ from gateway.sandbox.app import create_app as create_sandbox
 from gateway.sandbox.data import load_data
 from gateway.web.app import create_app
 from tests.conftest import REPO_ROOT, free_port, require_binary
-from tests.web.conftest import CONTENT_LOG, content_app
+from tests.web.conftest import CONTENT_CACHE_CONTROL, CONTENT_LOG, content_app
 
 NGINX_DIR = REPO_ROOT / "deploy" / "nginx"
 PLAIN_CONFIG = "paywall-auth.conf"
@@ -357,6 +357,7 @@ async def test_public_page_reaches_the_content_server_marked_public(
     assert "X-Paywall-Customer-Id" not in seen["headers"]
     assert seen["headers"]["Host"] == HOST
     assert seen["headers"]["X-Forwarded-Proto"] == "http"
+    assert reply.headers.getall("Cache-Control") == [CONTENT_CACHE_CONTROL]  # the site's own
 
 
 @BOTH_CONFIGS
@@ -375,6 +376,8 @@ async def test_subscriber_reads_premium_content_with_the_customer_id(
     assert seen["headers"]["Cookie"] == f"paywall_session={PLAIN}"
     # The auth subrequest's decision headers stay between nginx and the content server.
     assert "X-Paywall-Access" not in reply.headers
+    # Paid content: a CDN in front of nginx must not keep it for the next visitor.
+    assert reply.headers.getall("Cache-Control") == ["private"]
     # Seen again: the gateway answers from its cache; nginx (cached variant) from its own,
     # with the stored answer's headers.
     again = (await site.get("/premium/story?page=2", session=PLAIN)).json()["headers"]

@@ -115,7 +115,7 @@ def off_the_test_loop(main: Coroutine[Any, Any, T]) -> Awaitable[T]:
     """Run ``main`` on an event loop of its own in a worker thread.
 
     The load generators below run there: the test's loop is in asyncio debug mode, which costs
-    every callback a traceback and fails any callback over 0.2 s. That guard is for the
+    every callback a traceback, and the suite fails any slow callback. That guard is for the
     gateway's code; the clients here are not the code under test, and in debug mode a thousand
     of them could not even put their requests on the wire before the first answer came back.
     """

@@ -37,6 +37,7 @@ class ContentLog:
 
 
 CONTENT_LOG = web.AppKey("content_log", ContentLog)
+CONTENT_CACHE_CONTROL = "public, max-age=60, s-maxage=600"
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -48,7 +49,8 @@ async def _echo(request: web.Request) -> web.Response:
         "body": len(body),
     }
     request.app[CONTENT_LOG].requests.append(seen)
-    return web.json_response(seen)
+    # A content server that wants its pages in a CDN: the gateway must not let paid ones be.
+    return web.json_response(seen, headers={"Cache-Control": CONTENT_CACHE_CONTROL})
 
 
 def content_app() -> web.Application:

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.web.conftest import StartStack
+from tests.web.conftest import CONTENT_CACHE_CONTROL, StartStack
 
 PLAIN = {"Cookie": "paywall_session=demo-session-plain"}
 NO_RIGHTS = {"Cookie": "paywall_session=demo-session-no-rights"}
@@ -24,6 +24,7 @@ async def test_public_page_is_forwarded_without_asking_the_platform(
     assert seen["path_qs"] == "/news/today?page=2"
     assert seen["headers"]["X-Paywall-Access"] == "public"
     assert "X-Paywall-Customer-Id" not in seen["headers"]
+    assert response.headers["Cache-Control"] == CONTENT_CACHE_CONTROL  # public: the site's call
     assert stack.platform_calls("validate_session") == 0
     assert stack.platform_calls("has_access") == 0
 
@@ -36,6 +37,8 @@ async def test_subscriber_reaches_premium_content_with_the_decision_in_headers(
     first = await stack.get("/premium/story", headers=headers)
     second = await stack.get("/premium/story", headers=headers)
     assert (first.status, second.status) == (200, 200)
+    # Paid content: a CDN in front of the gateway must not keep it for the next visitor.
+    assert first.headers.getall("Cache-Control") == ["private, max-age=60"]
     seen = [request["headers"] for request in stack.content_requests]
     assert [h["X-Paywall-Cache"] for h in seen] == ["miss", "hit"]
     assert {h["X-Paywall-Customer-Id"] for h in seen} == {"100001"}

@@ -1,6 +1,6 @@
 """No gateway handler may block the event loop: every visitor is served from one loop.
 
-Every test already runs under the loop-block guard (tests/conftest.py, 0.2 s). Here the
+Every test already runs under the loop-block guard (tests/conftest.py, 0.5 s). Here the
 gateway's handlers are driven through every kind of answer with a much stricter threshold, and a
 planted blocking call in the request path shows that the check would catch one.
 """
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from gateway.service.access import AccessService
-from tests.conftest import LoopBlockGuard
+from tests.conftest import BLOCKING_THRESHOLD, LoopBlockGuard
 from tests.web.conftest import Stack, StartStack
 
 STRICT = 0.1  # seconds: far above any honest handler step (debug mode, a busy 2-core CI)
@@ -60,7 +60,7 @@ async def test_handlers_never_hold_the_loop(
         await _drive(stack, auth_mode)
     finally:
         gc.enable()
-        loop.slow_callback_duration = 0.2
+        loop.slow_callback_duration = BLOCKING_THRESHOLD
     # The test's own client shares the loop; only the gateway's (server-side) steps count here:
     # aiohttp runs every request handler in a RequestHandler task.
     server_side = [entry for entry in loop_block_guard.blocked if "RequestHandler" in entry]
@@ -84,7 +84,7 @@ async def test_a_blocking_call_in_the_request_path_is_caught(
     try:
         await stack.get("/news")
     finally:
-        loop.slow_callback_duration = 0.2
+        loop.slow_callback_duration = BLOCKING_THRESHOLD
     # Caught, and attributed to a server-side handler task (what the test above counts).
     assert any("RequestHandler" in entry for entry in loop_block_guard.blocked)
     loop_block_guard.blocked.clear()  # caught as expected: do not fail this test

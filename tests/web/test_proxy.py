@@ -25,6 +25,7 @@ from gateway.web.proxy import (
     ProxyOptions,
     UpstreamProxy,
     create_upstream_session,
+    private_cache_control,
     strip_query_param,
     upstream_proxy_context,
 )
@@ -712,3 +713,22 @@ def test_options_are_frozen() -> None:
     options = ProxyOptions(upstream=URL("http://h/"))
     with pytest.raises(AttributeError):
         options.read_timeout = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "relayed"),
+    [
+        ([], "private"),
+        (["public, max-age=60, s-maxage=600"], "private, max-age=60"),
+        (["max-age=60", "Public"], "private, max-age=60"),
+        (["S-MAXAGE=10, proxy-revalidate, must-revalidate"], "private, must-revalidate"),
+        (["private, max-age=5"], "private, max-age=5"),
+        (["no-store"], "no-store"),
+        (['no-cache="Set-Cookie", max-age=0'], 'private, no-cache="Set-Cookie", max-age=0'),
+        ([" , ,"], "private"),
+    ],
+)
+def test_a_private_answer_never_lets_a_shared_cache_keep_it(
+    upstream: list[str], relayed: str
+) -> None:
+    assert private_cache_control(upstream) == relayed
