@@ -24,7 +24,7 @@ from gateway.errors import PlatformUnavailable, UnknownCustomer
 from gateway.metrics import Metrics
 from gateway.platform.provider import AccessProvider, IdentityProvider
 from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache
-from gateway.service.coalesce import Coalescer, Found, LocalCoalescer
+from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
 from gateway.service.identity import Identity, IdentityResolver
 from gateway.service.outcome import (
     AccessOutcome,
@@ -206,21 +206,9 @@ class AccessService:
             lambda: self._coalescer.run(
                 key,
                 lambda: self._fetch(key, customer_id, rule, generation),
-                lambda: self._stored(key, customer_id, ending),
+                lambda: stored_answer(self._cache, key, customer_id, self._clock, ending),
             ),
         )
-
-    async def _stored(
-        self, key: str, customer_id: str, ending: datetime | None = None
-    ) -> Found[CachedAccess] | None:
-        """A fresh answer another process stored meanwhile (cross-process coalescing). For a
-        refresh it must outlive the entry being replaced (``ending``): this process's own
-        entry, still fresh, is not what the refresh waits for."""
-        entry = await self._cache.get(key, customer_id=customer_id)
-        now = self._clock()
-        if entry is not None and max(now, ending or now) < entry.fresh_until:
-            return Found(entry.value)
-        return None
 
     async def _fetch(
         self, key: str, customer_id: str, rule: AccessRule, generation: Generation

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 
 import redis.asyncio as redis
 
+from gateway.service.cache import PREFIX
 from gateway.service.redis_guard import FAILURES, RedisGuard
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "pwg:v1:invalidate"
+CHANNEL = f"{PREFIX}:invalidate"
 ALL = "*"  # the message that clears every L1
 
 

@@ -33,6 +33,10 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 """An aware-datetime clock (UTC); the same one drives the decision core."""
 
+PREFIX = "pwg:v1"
+"""Every key, channel and marker this gateway keeps in Redis starts with it (the format's
+version: a changed format gets a new prefix and never reads the old one)."""
+
 Generation = Hashable
 """A customer's generation as a tier reports it: opaque to callers, who only hand it back to
 ``set`` and use it in flight keys (one tier: an int; layered tiers: a tuple of theirs)."""
@@ -40,7 +44,12 @@ Generation = Hashable
 
 def token_key(kind: str, token: str) -> str:
     """The cache key of a credential: ``kind`` and the SHA-256 of the token, never the token."""
-    return f"{kind}:{hashlib.sha256(token.encode()).hexdigest()}"
+    return digest_key(kind, hashlib.sha256(token.encode()).hexdigest())
+
+
+def digest_key(kind: str, digest: str) -> str:
+    """The cache key of a credential known only by its SHA-256 (lower-case hex)."""
+    return f"{kind}:{digest}"
 
 
 @dataclass(frozen=True, slots=True)

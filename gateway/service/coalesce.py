@@ -18,10 +18,12 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 import redis.asyncio as redis
 
+from gateway.service.cache import PREFIX, Clock, PayloadCache
 from gateway.service.redis_guard import RedisGuard
 
 T = TypeVar("T")
@@ -36,6 +38,19 @@ class Found(Generic[T]):
     """A result another process stored (``value`` may itself be None: an invalid session)."""
 
     value: T
+
+
+async def stored_answer(
+    cache: PayloadCache[T], key: str, scope: str, clock: Clock, ending: datetime | None = None
+) -> Found[T] | None:
+    """The ``stored`` of a coalesced fetch: a fresh entry another process stored meanwhile. For
+    a refresh it must outlive the entry being replaced (``ending``): the process's own entry,
+    still fresh, is not what the refresh waits for."""
+    entry = await cache.get(key, customer_id=scope)
+    now = clock()
+    if entry is not None and max(now, ending or now) < entry.fresh_until:
+        return Found(entry.value)
+    return None
 
 
 class Coalescer(Protocol):
@@ -94,7 +109,7 @@ class RedisCoalescer:
         fetch: Callable[[], Awaitable[T]],
         stored: Callable[[], Awaitable[Found[T] | None]],
     ) -> T:
-        marker = f"pwg:v1:lock:{key}"
+        marker = f"{PREFIX}:lock:{key}"
         token = secrets.token_hex(8)
         ok, claimed = await self._guard.call(
             "lock", self._client.set(marker, token, nx=True, px=self._lock_ttl_ms)

@@ -22,8 +22,15 @@ from datetime import datetime, timedelta
 from gateway.errors import InvalidSession, InvalidTransferToken, PlatformUnavailable
 from gateway.metrics import Metrics
 from gateway.platform.provider import IdentityProvider
-from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache, token_key
-from gateway.service.coalesce import Coalescer, Found, LocalCoalescer
+from gateway.service.cache import (
+    CacheEntry,
+    Clock,
+    Generation,
+    PayloadCache,
+    digest_key,
+    token_key,
+)
+from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
 from gateway.service.outcome import Credentials
 from gateway.service.refresh import RefreshAhead
 from gateway.service.singleflight import SingleFlight
@@ -135,18 +142,9 @@ class IdentityResolver:
             lambda: self._coalescer.run(
                 key,
                 lambda: self._validate(key, token, generation),
-                lambda: self._stored(key, ending),
+                lambda: stored_answer(self._cache, key, key, self._clock, ending),
             ),
         )
-
-    async def _stored(self, key: str, ending: datetime | None = None) -> Found[str | None] | None:
-        """A fresh validation another process stored meanwhile (cross-process coalescing); for a
-        refresh, one that outlives the entry being replaced (``ending``)."""
-        entry = await self._cache.get(key, customer_id=key)
-        now = self._clock()
-        if entry is not None and max(now, ending or now) < entry.fresh_until:
-            return Found(entry.value)
-        return None
 
     async def _validate(self, key: str, token: str, generation: Generation) -> str | None:
         try:
@@ -164,8 +162,7 @@ class IdentityResolver:
         """Forget the validation of the session whose token has this SHA-256 (hex)."""
         if not _SHA256_HEX.fullmatch(token_hash):
             raise ValueError("a session is named by the SHA-256 of its token, 64 hex digits")
-        key = f"session:{token_hash.lower()}"
-        await self._cache.invalidate_customer(key)
+        await self._cache.invalidate_customer(digest_key("session", token_hash.lower()))
 
     async def invalidate_all(self) -> None:
         """Forget every session validation."""

@@ -30,12 +30,11 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as redis
 
-from gateway.service.cache import CacheEntry, Clock, Generation
+from gateway.service.cache import PREFIX, CacheEntry, Clock, Generation
 from gateway.service.codec import CodecError, EntryCodec
 
 T = TypeVar("T")
 
-PREFIX = "pwg:v1"
 EPOCH_KEY = f"{PREFIX}:epoch"
 COUNTER_KEY = f"{PREFIX}:gen-counter"
 

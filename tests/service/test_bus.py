@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
-from typing import Any
 
 import pytest
 import redis.asyncio as redis
 
-from gateway.service.bus import InvalidationBus
-from gateway.service.cache import CacheEntry, MemoryCache
-from gateway.service.codec import EntryCodec
-from gateway.service.layered import LayeredCache
-from gateway.service.redis_cache import RedisCache
-from gateway.service.redis_guard import RedisGuard
-from tests.service.conftest import ManualClock, PlainValues
-
-
-class Process:
-    """One gateway process's caches: its own L1, the shared Redis, its own bus listener."""
-
-    def __init__(self, url: str, clock: ManualClock) -> None:
-        self.client = redis.from_url(url)
-        self.errors: list[str] = []
-        self.guard = RedisGuard(timeout=1.0, on_error=self.errors.append)  # one per process
-        self.bus = InvalidationBus(self.client, guard=self.guard, retry_delay=0.05)
-        self.l1: MemoryCache[Any] = MemoryCache(1000, clock)
-        self.bus.register(self.l1)
-        l2: RedisCache[Any] = RedisCache(self.client, "access", EntryCodec(PlainValues()), clock)
-        self.cache = LayeredCache(
-            self.l1,
-            l2,
-            guard=self.guard,
-            publish=self.bus.publish,
-        )
-        self.task = asyncio.create_task(self.bus.run())
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.client.aclose()
-
+from tests.service.conftest import ManualClock
+from tests.service.processes import Process, entry, eventually
 
 StartProcess = Callable[[], Awaitable[Process]]
 
@@ -55,7 +20,9 @@ async def start_process(redis_url: str, redis_client: redis.Redis) -> AsyncItera
     started: list[Process] = []
 
     async def start() -> Process:
-        process = Process(redis_url, clock)
+        # A plain redis-py client: it reports a killed subscription as an error (the gateway's
+        # own reconnects silently, which the bus hears through the connect hook).
+        process = Process(redis_url, clock, client=redis.from_url(redis_url))
         started.append(process)
         await asyncio.wait_for(process.bus.connected.wait(), 5)
         return process
@@ -65,20 +32,6 @@ async def start_process(redis_url: str, redis_client: redis.Redis) -> AsyncItera
     finally:
         for process in started:
             await process.stop()
-
-
-def entry(value: object) -> CacheEntry[object]:
-    until = ManualClock().now + timedelta(seconds=60)
-    return CacheEntry(value, until, until)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 1.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within} s")
-        await asyncio.sleep(0.01)
 
 
 async def test_an_invalidation_reaches_the_other_process_l1_within_a_second(

@@ -15,9 +15,8 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,13 @@ from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLCon
 
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
-from gateway.service.bus import CHANNEL, InvalidationBus
-from gateway.service.cache import CacheEntry, MemoryCache
-from gateway.service.coalesce import Found, RedisCoalescer
-from gateway.service.codec import EntryCodec
-from gateway.service.layered import LayeredCache
-from gateway.service.redis_cache import RedisCache
+from gateway.service.bus import CHANNEL
+from gateway.service.coalesce import Found
 from gateway.service.redis_connect import connect_redis, parse_redis_url
 from gateway.service.redis_guard import RedisGuard
 from tests.conftest import REPO_ROOT, free_port, require_binary
-from tests.service.conftest import ManualClock, PlainValues
+from tests.service.conftest import ManualClock
+from tests.service.processes import Process, entry, eventually
 
 PASSWORD = "s3cret/@:pw"  # needs percent-encoding in a URL
 QUOTED = "s3cret%2F%40%3Apw"
@@ -386,45 +382,9 @@ def any_cluster_url(request: pytest.FixtureRequest) -> str:
 # --- what the gateway does with Redis, on every form -------------------------------------
 
 
-def entry(value: object) -> CacheEntry[object]:
-    until = ManualClock().now + timedelta(seconds=60)
-    return CacheEntry(value, until, until)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within} s")
-        await asyncio.sleep(0.01)
-
-
-class Process:
-    """One gateway process's Redis use: its client, guard, L1, shared tier and bus."""
-
-    def __init__(self, url: str, clock: ManualClock, errors: list[str]) -> None:
-        self.client = connect_redis(url, connect_timeout=2.0)
-        self.guard = RedisGuard(timeout=5.0, on_error=errors.append)
-        self.bus = InvalidationBus(self.client, guard=self.guard, retry_delay=0.05)
-        self.l1: MemoryCache[Any] = MemoryCache(100, clock)
-        self.bus.register(self.l1)
-        l2: RedisCache[Any] = RedisCache(self.client, "access", EntryCodec(PlainValues()), clock)
-        self.bus.register(l2.epoch)
-        self.cache = LayeredCache(self.l1, l2, guard=self.guard, publish=self.bus.publish)
-        self.coalescer = RedisCoalescer(self.client, lock_ttl=5, wait=5, guard=self.guard)
-        self.task = asyncio.create_task(self.bus.run())
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.client.aclose()
-
-
 async def exercise(url: str) -> None:
     clock, errors = ManualClock(), list[str]()
-    a, b = Process(url, clock, errors), Process(url, clock, errors)
+    a, b = Process(url, clock, errors, timeout=5.0), Process(url, clock, errors, timeout=5.0)
     try:
         await asyncio.wait_for(b.bus.connected.wait(), 5)
         # GET and SET PX: one process stores, the other finds it (and keeps it in its L1).
@@ -605,7 +565,7 @@ async def test_cluster_pubsub_hears_a_publish_on_any_node(cluster_url: str) -> N
     """The bus subscribes on one node; classic pub/sub is cluster-wide, so it does not matter
     which node redis-py sends the gateway's PUBLISH to."""
     errors: list[str] = []
-    listener = Process(cluster_url, ManualClock(), errors)
+    listener = Process(cluster_url, ManualClock(), errors, timeout=5.0)
     publisher = connect_redis(cluster_url, connect_timeout=2.0)
     assert isinstance(publisher, RedisCluster)
     try:
