@@ -24,13 +24,23 @@ status                 validate_session          transfer_token             has_
 timeout                PlatformUnavailable *     PlatformUnavailable [1]    PlatformUnavailable *
 connection error       PlatformUnavailable *     PlatformUnavailable [1]    PlatformUnavailable *
 anything else          BadPlatformResponse       BadPlatformResponse        BadPlatformResponse
-bad JSON / schema      BadPlatformResponse       BadPlatformResponse        BadPlatformResponse
+bad JSON / schema [2]  BadPlatformResponse       BadPlatformResponse        BadPlatformResponse
+unfit value [3]        BadPlatformResponse       BadPlatformResponse        BadPlatformResponse
 =====================  ========================  =========================  ======================
 
 [1] A transfer token is one-time: an attempt that may have reached the platform (read timeout,
     reset connection, 5xx) is never repeated, since a repeat could find the token already burnt
     and turn a good login into a failure. Only failures that prove the request was not sent
     (connection refused / DNS / TLS failure, connect timeout) and 429 are retried.
+[2] Also a JSON object that names one key twice, at any depth (``"accessGranted": false, …,
+    "accessGranted": true``): parsers disagree about which one counts (the validator keeps the
+    last), so no reading is trusted. This holds for the 401 error bodies read for ``errorCode``.
+[3] Every value the gateway passes on is checked where the answer is read
+    (:mod:`gateway.platform.models`), never deeper: a ``customerId`` (validate, and the one
+    hasAccess echoes) must be 1 to 18 ASCII digits, the exchanged ``customerSession`` an RFC 6265
+    cookie value of 1 to 4096 characters. A value that could not go into a header, cookie, cache
+    key or log line as it is never leaves this module. Like every ``BadPlatformResponse`` it is
+    not retried: the platform would send it again.
 
 Undocumented statuses (3xx, 403, 404 on the session endpoints, 400 on hasAccess, ...) are
 :class:`BadPlatformResponse`: the platform (or something in front of it) broke its contract. The
@@ -47,6 +57,7 @@ off like a 5xx. The last 429 raises ``RateLimited``; other exhausted retries rai
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -55,7 +66,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -345,14 +356,25 @@ class PlenigoClient:
         if reply.body is None:
             raise BadPlatformResponse(f"{endpoint}: HTTP {reply.status}, body too large")
         try:
-            return adapter.validate_json(reply.body)
+            model = adapter.validate_json(reply.body)
         except ValidationError as exc:
             raise BadPlatformResponse(
                 f"{endpoint}: HTTP {reply.status}, {_describe(exc)}"
             ) from None
+        repeated = _repeated_key(reply.body)
+        if repeated is not False:
+            # None: the standard library cannot read what the validator accepted (it reads a
+            # superset, so this is not expected): one more disagreement, refused likewise.
+            problem = "a key appears twice" if repeated else "JSON the parsers read differently"
+            raise BadPlatformResponse(f"{endpoint}: HTTP {reply.status}, {problem}")
+        return model
 
     @staticmethod
     def _raise_if_token_rejected(endpoint: Endpoint, reply: _Reply) -> None:
+        if reply.body and _repeated_key(reply.body):
+            # Which errorCode counts decides between "our API token" and "the visitor's
+            # credential": neither reading is trusted.
+            raise BadPlatformResponse(f"{endpoint}: HTTP {reply.status}, a key appears twice")
         if _error_code(reply.body) == API_TOKEN_REJECTED:
             raise PlatformAuthError(
                 f"{endpoint}: HTTP 401 errorCode {API_TOKEN_REJECTED}, the API token was rejected"
@@ -386,6 +408,34 @@ def _query_ids(access_right_ids: Sequence[str]) -> str:
     if any(not i or "," in i for i in ids):
         raise ValueError("access-right ids must be non-empty and contain no comma")
     return ",".join(ids)
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object named one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _RepeatedKey
+    return result
+
+
+def _repeated_key(body: bytes) -> bool | None:
+    """Whether a JSON body names one key twice in an object, at any depth; None when the
+    standard library cannot read it as JSON.
+
+    pydantic reads such a body last-value-wins, other parsers first-value-wins: it has no single
+    meaning. Keys are compared decoded (``"a"`` and ``"\\u0061"`` are one key). A second parse,
+    of bodies already validated: microseconds, on the miss path only.
+    """
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except _RepeatedKey:
+        return True
+    except (ValueError, RecursionError):
+        return None
+    return False
 
 
 def _error_code(body: bytes | None) -> int | None:

@@ -20,10 +20,27 @@ Parsing rules (the API schema and its examples disagree in places, so these are 
   ``False`` (the item's own ``accessGranted`` still decides). Java back ends emit ``null`` for
   unset booleans, hence ``null`` is treated like missing rather than as a type error.
 * ``items: null`` is read as no items.
+
+Values the gateway passes on (into a header, a cookie, a cache key or a log line) are checked here,
+where the payload is read, so nothing deeper ever sees one it could not use; a value that breaks
+its rule fails validation, which the client turns into a ``BadPlatformResponse``:
+
+* **Customer ids** (``customerId`` of ``sessions/validate`` and of hasAccess) are 1 to 18 ASCII
+  digits, the pattern the API schema gives (``^[0-9]{1,18}$``). They become the
+  ``X-Paywall-Customer-Id`` header, the access cache's keys and a log field.
+* The **customer session token** of the transfer-token exchange becomes the session cookie: it
+  must be an RFC 6265 ``cookie-octet`` string of 1 to 4096 characters (visible ASCII without
+  space, ``"``, ``,``, ``;`` and ``\\``): :func:`gateway.core.tokens.cookie_value`, the one
+  rule the front-ends also read the cookie by.
+* ``accessRightUniqueId`` values are only compared with the configured ids (an item naming
+  another id is never used), stored in the cache's *values* and never echoed into a header, key
+  or log, so they need no more than being non-empty strings. ``itemType``, ``itemId``,
+  ``productId`` and the session's other fields are not passed on at all.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, time
 from typing import Annotated, Any
@@ -39,6 +56,7 @@ from pydantic import (
 )
 
 from gateway.core.payload import AccessItem, AccessPayload
+from gateway.core.tokens import cookie_value
 
 
 def _assume_utc(value: datetime) -> datetime:
@@ -77,6 +95,32 @@ TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
 Flag = Annotated[bool, BeforeValidator(_none_as_false)]
 """A boolean where ``null`` means the same as missing: ``False``."""
 
+is_customer_id = re.compile(r"[0-9]{1,18}").fullmatch
+"""Whether a string is a plenigo customer id: 1 to 18 ASCII digits (the API schema's pattern)."""
+
+
+def _customer_id(value: str) -> str:
+    if not is_customer_id(value):
+        # Never quote the value: it may be anything, and it goes into a log line.
+        raise ValueError("expected a customer id of 1 to 18 ASCII digits")
+    return value
+
+
+def _cookie_value(value: str) -> str:
+    if not cookie_value(value):
+        raise ValueError(
+            "expected a cookie value: 1 to 4096 visible ASCII characters without "
+            "space, double quote, comma, semicolon or backslash"
+        )
+    return value
+
+
+CustomerId = Annotated[str, AfterValidator(_customer_id)]
+"""A customer id the gateway may put into a header, a cache key and a log line."""
+
+CookieValue = Annotated[str, AfterValidator(_cookie_value)]
+"""A token the gateway may set as a cookie value as it is."""
+
 
 class _PlatformModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
@@ -103,7 +147,7 @@ class AccessRightItemDataGranted(_PlatformModel):
 class AccessRightDataGranted(_PlatformModel):
     """The hasAccess answer (schema ``AccessRightDataGranted``)."""
 
-    customer_id: str | None = Field(default=None, alias="customerId")
+    customer_id: CustomerId | None = Field(default=None, alias="customerId")
     customer_blocked: Flag = Field(default=False, alias="customerBlocked")
     access_granted: Flag = Field(default=False, alias="accessGranted")
     # ``None`` when the API sends ``null``; read it as no items. (Not normalised by a validator:
@@ -114,7 +158,7 @@ class AccessRightDataGranted(_PlatformModel):
 class CustomerSession(_PlatformModel):
     """Answer of ``GET /sessions/validate``. Only ``customerId`` is required: it is the point."""
 
-    customer_id: str = Field(alias="customerId", min_length=1)
+    customer_id: CustomerId = Field(alias="customerId")
     id: str | None = None
     contract_company_id: str | None = Field(default=None, alias="contractCompanyId")
     company_id: str | None = Field(default=None, alias="companyId")
@@ -125,7 +169,7 @@ class CustomerSession(_PlatformModel):
 class CustomerSessionToken(_PlatformModel):
     """``{customerSession}``: answer of the transfer-token exchange and of session creation."""
 
-    customer_session: str = Field(alias="customerSession", min_length=1)
+    customer_session: CookieValue = Field(alias="customerSession")
 
 
 class TransferToken(_PlatformModel):

@@ -31,6 +31,9 @@ class IdentityProvider(Protocol):
         """The customer id behind a session token.
 
         Raises :class:`~gateway.errors.InvalidSession` when the platform does not know the session.
+        The id goes into a header, cache keys and log lines as it is: it must pass
+        :func:`gateway.core.tokens.visible_token` (raise
+        :class:`~gateway.errors.BadPlatformResponse` for one that does not).
         """
         ...
 
@@ -38,7 +41,9 @@ class IdentityProvider(Protocol):
         """Redeem a one-time transfer token for a customer session token.
 
         Raises :class:`~gateway.errors.InvalidTransferToken` when the token is unknown, already
-        used or expired. The token is consumed by a successful call.
+        used or expired. The token is consumed by a successful call. The session token returned
+        is set as a cookie as it is: it must pass :func:`gateway.core.tokens.cookie_value`
+        (raise :class:`~gateway.errors.BadPlatformResponse` for one that does not).
         """
         ...
 
