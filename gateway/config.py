@@ -132,6 +132,7 @@ class ServerSettings(_Section):
     max_request_body: int = Field(default=0, ge=0)
     trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     forward_session_token: bool = False
+    allow_path_parameters: bool = False
     session_cookie: str = Field(default="paywall_session", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     cookie_secure: bool = True
     cookie_domain: str = ""

@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.logs import configure_logging
 from gateway.web.admin import create_admin_app
 from gateway.web.app import create_app
+from gateway.web.protocol import GatewayRunner
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ async def _serve(settings: Settings) -> int:
     # waits again, then cancels. Half the grace per phase bounds the whole drain by the grace.
     shutdown_timeout = max(server.shutdown_grace / 2, MIN_SHUTDOWN_TIMEOUT)
     main_app = create_app(settings)
-    runners = [
-        web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    # GatewayRunner: a request the HTTP parser refuses gets a 400 that echoes none of its bytes
+    # (and one short, rate-limited log line).
+    runners: list[web.AppRunner] = [
+        GatewayRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
         for app in (main_app, create_admin_app(main_app))
     ]
     main_runner, admin_runner = runners

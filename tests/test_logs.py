@@ -9,10 +9,13 @@ import re
 import sys
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from gateway.config import LoggingSettings
+from gateway.http.credentials import query_values
+from gateway.http.names import cookie_name
 from gateway.logs import REDACTED, JsonFormatter, Redactor, configure_logging
 
 TS_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -383,3 +386,121 @@ def test_aiohttp_access_log_is_silenced_and_handler_not_duplicated(
     assert len(ours) == 1
     assert isinstance(ours[0], logging.StreamHandler)
     assert ours[0].stream is sys.stderr
+
+
+# --- every spelling the gateway accepts as a credential ---------------------------------------
+
+TOKEN = "Tk9-secret"
+
+
+def _encoded(name: str, index: int, *, lower_hex: bool = False) -> str:
+    """``name`` with its ``index``-th letter percent-encoded."""
+    escape = f"%{ord(name[index]):02X}"
+    return name[:index] + (escape.lower() if lower_hex else escape) + name[index + 1 :]
+
+
+def _param_spellings(name: str) -> list[str]:
+    """Spellings of a query parameter name the gateway's reader takes for ``name``: any case,
+    any letter percent-encoded, "s" / "k" as the characters that case-fold to them."""
+    spellings = {name, name.upper(), name.lower(), name.swapcase()}
+    spellings |= {_encoded(name, i) for i in range(len(name))}
+    spellings |= {_encoded(name, i, lower_hex=True) for i in range(len(name))}
+    spellings.add("".join(f"%{ord(c):02x}" for c in name))
+    spellings.add(name.replace("s", "%C5%BF").replace("k", "%E2%84%AA"))
+    spellings.add(name.replace("s", "\u017f").replace("k", "\u212a"))
+    return sorted(spellings)
+
+
+PARAM_CASES = [
+    pytest.param(name, spelling, id=f"{name}-{spelling}")
+    for name in ("transferToken", "sessionToken", "customerSession", "tt")
+    for spelling in _param_spellings(name)
+]
+
+
+@pytest.mark.parametrize(("name", "spelling"), PARAM_CASES)
+def test_redacts_every_query_spelling_the_gateway_accepts(name: str, spelling: str) -> None:
+    redactor = Redactor(secret_cookie="sid_custom", secret_params=["tt"])
+    queries = [f"{spelling}={TOKEN}", f"utm=1&{spelling}={TOKEN}&b=2", f"a=1;{spelling}={TOKEN}"]
+    for query in queries:
+        # The gateway's own reader takes it for the parameter: a credential.
+        assert query_values(query, name) == [TOKEN], query
+        assert redactor.needs_scan(query)
+        contexts = [
+            f"GET /premium/a?{query} HTTP/1.1",
+            f"https://news.example/a?{query}#top",
+            f"b'GET /a?{query} HTTP/1.1\\r\\nHost: h\\r\\n'",
+            # Inside another URL's return_to, encoded once more (the gateway decodes it once,
+            # then reads the query).
+            f"/_paywall/transfer?return_to={quote('/a?' + query, safe='')}",
+        ]
+        for text in contexts:
+            out = redactor.text(text)
+            assert TOKEN not in out, (text, out)
+            assert REDACTED in out
+
+
+COOKIE_SPELLINGS = [
+    'paywall_session="{}"',
+    "paywall_session ={}",
+    " paywall_session = {}",
+    'paywall_session = "{}"',
+    "PAYWALL_SESSION={}",
+    "Paywall_Session={}",
+    "paywall%5Fsession={}",
+    "paywall%5fsession={}",
+    "%70aywall_session={}",
+    "paywall_\u017fession={}",
+    "sid_custom={}",
+    "SID%5FCUSTOM={}",
+]
+
+
+@pytest.mark.parametrize("pair", COOKIE_SPELLINGS)
+def test_redacts_every_cookie_spelling_the_gateway_reads_as_the_session(pair: str) -> None:
+    redactor = Redactor(secret_cookie="sid_custom", secret_params=["tt"])
+    cookie = pair.format(TOKEN)
+    # The gateway's cookie reader takes this pair for the session cookie (and, unless it is
+    # spelled exactly, refuses it as ambiguous: a credential either way).
+    assert cookie_name(cookie) in ("paywall_session", "sid_custom")
+    for text in (
+        f"Cookie: a=1; {cookie}; b=2",
+        f"Cookie: {cookie}",
+        f"b'Cookie: {cookie}\\r\\nX-Note: a\\x01'",
+        f"{{'Cookie': 'x=1; {cookie}'}}",
+    ):
+        assert redactor.needs_scan(text)
+        out = redactor.text(text)
+        assert TOKEN not in out, (text, out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET",
+        "/premium/story-about-things/2024/06/01",
+        "/premium/caf%C3%A9",  # a percent-escape, but no "=": no name=value to redact
+        "granted",
+        "127.0.0.1",
+        "request",
+        "upstream unreachable: GET /a: ConnectionRefusedError(111)",
+    ],
+)
+def test_ordinary_lines_take_the_fast_path(text: str) -> None:
+    redactor = Redactor(secret_cookie="sid_custom", secret_params=["tt"])
+    assert not redactor.needs_scan(text)
+    assert redactor.text(text) is text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/a?transfer%54oken=x",
+        "/a?page=2&x%3Dy",
+        "/a?tt%3Dx",
+        "paywall%5Fsession=x",
+        "/a?tran\u017fferToken=x",
+    ],
+)
+def test_encoded_spellings_never_take_the_fast_path(text: str) -> None:
+    assert Redactor(secret_params=["tt"]).needs_scan(text)

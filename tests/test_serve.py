@@ -83,7 +83,7 @@ async def upstream(aiohttp_server: AiohttpServer) -> Upstream:
 # --- the gateway process ----------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, upstream_url: str, *, grace: float) -> Path:
+def write_config(tmp_path: Path, upstream_url: str, *, grace: float, mode: str = "proxy") -> Path:
     config = tmp_path / "gateway.toml"
     config.write_text(
         f"""
@@ -91,7 +91,7 @@ def write_config(tmp_path: Path, upstream_url: str, *, grace: float) -> Path:
 base_url = "http://127.0.0.1:9/api/v3.0"
 
 [server]
-mode = "proxy"
+mode = "{mode}"
 host = "127.0.0.1"
 port = 8080
 admin_host = "127.0.0.1"
@@ -203,8 +203,8 @@ StartGateway = Callable[..., Awaitable[Running]]
 async def start_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[StartGateway]:
     processes: list[GatewayProcess] = []
 
-    async def start(*, grace: float = 5.0) -> Running:
-        config = write_config(tmp_path, upstream.url, grace=grace)
+    async def start(*, grace: float = 5.0, mode: str = "proxy") -> Running:
+        config = write_config(tmp_path, upstream.url, grace=grace, mode=mode)
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
             str(GATEWAY_BIN),
@@ -287,6 +287,39 @@ async def test_serves_requests_and_the_admin_endpoints(start_gateway: StartGatew
 
     access = await gateway.process.wait_for("request", within=5)
     assert (access["logger"], access["path"], access["status"]) == ("gateway.access", "/fast", 200)
+
+
+async def test_both_listeners_refuse_malformed_requests_quietly(
+    start_gateway: StartGateway,
+) -> None:
+    # What aiohttp's parser refuses gets a 400 naming the error without echoing the request's
+    # bytes, and one short log line without them (tests/security/test_log_hygiene.py has more).
+    gateway = await start_gateway()
+    secret = "cookie-secret-1234"
+    raw = f'GET /fast HTTP/1.1\r\nCookie: paywall_session="{secret}"\r\nX-A: a\x01\r\n\r\n'
+    for port in (gateway.port, gateway.admin_port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw.encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = (await reader.read(-1)).decode("latin-1")
+        writer.close()
+        assert answer.startswith("HTTP/1.0 400 "), answer
+        assert answer.endswith(
+            "\r\n\r\nBad request: malformed HTTP request "
+            "(BadHttpMessage: Invalid header value char)\n"
+        ), answer
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        refused = [r for r in gateway.process.records() if r.get("logger") == "gateway.protocol"]
+        if len(refused) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [(r["level"], r["msg"]) for r in refused] == [
+        ("info", "bad request from client: BadHttpMessage: Invalid header value char")
+    ] * 2
+    assert secret not in gateway.process.stderr
+    assert "Traceback" not in gateway.process.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

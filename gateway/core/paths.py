@@ -17,11 +17,19 @@ The canonical form is percent-encoded ASCII:
 * duplicate slashes collapse, then dot segments are removed (the order nginx uses with
   ``merge_slashes on``); a trailing slash is kept.
 
-Refused: a path not starting with ``/``; malformed escapes; encoded slash or backslash, a raw
-backslash, NUL and every other ASCII control character (raw or encoded); bytes that are not
-valid UTF-8 once every escape is decoded (this includes overlong forms such as ``%C0%AF`` and the
-lone surrogates that ``surrogateescape`` decoding leaves behind); ``..`` above the root; and a
-``.`` or ``..`` segment carrying ``;`` parameters (Tomcat and Jetty read ``..;`` as ``..``).
+Refused: a path not starting with ``/``; by default, any ``;`` (a path parameter: Tomcat,
+Jetty and Spring serve ``/premium;x/a`` as ``/premium/a``, so a rule table that reads the ``;``
+literally would match a different resource than the upstream serves); malformed escapes;
+encoded slash or backslash, a raw backslash, NUL and every other ASCII control character (raw or
+encoded); bytes that are not valid UTF-8 once every escape is decoded (this includes overlong
+forms such as ``%C0%AF`` and the lone surrogates that ``surrogateescape`` decoding leaves
+behind); ``..`` above the root; and, even with path parameters allowed, a ``.`` or ``..``
+segment carrying ``;`` parameters (Tomcat and Jetty read ``..;`` as ``..``).
+
+``path_parameters=True`` is for upstreams known not to interpret ``;`` (``[server]
+allow_path_parameters``): then ``;`` is an ordinary character, matched and forwarded literally,
+so ``/premium;x/a`` is a resource of its own that the rules see exactly as the upstream does.
+An encoded ``%3B`` is always data, never a delimiter, and stays encoded.
 
 There is no Unicode normalisation: ``é`` precomposed and decomposed stay different paths.
 """
@@ -98,13 +106,16 @@ def _reject(raw: str, problem: str) -> BadRequest:
     return BadRequest(f"bad request path {_shown(raw)}: {problem}")
 
 
-def normalise_path(raw: str) -> str:
+def normalise_path(raw: str, *, path_parameters: bool = False) -> str:
     """Return the canonical, percent-encoded ASCII form of the request path ``raw``.
 
     ``raw`` is the path as received, without the query string. Raises
-    :class:`~gateway.errors.BadRequest` when the path is malformed or ambiguous. The function is
-    idempotent, and ordinary paths come back unchanged (as the same object) without further work.
+    :class:`~gateway.errors.BadRequest` when the path is malformed or ambiguous, which includes
+    any ``;`` unless ``path_parameters`` (see the module docstring). The function is idempotent,
+    and ordinary paths come back unchanged (as the same object) without further work.
     """
+    if not path_parameters and ";" in raw:
+        raise _reject(raw, "';' path parameters are ambiguous")
     if _ORDINARY(raw):
         return raw
     return _normalise(raw, glob=False)
@@ -113,8 +124,9 @@ def normalise_path(raw: str) -> str:
 def normalise_pattern(pattern: str) -> str:
     """Normalise a route pattern the way :func:`normalise_path` normalises requests.
 
-    The only difference: ``?`` is a glob character here and stays as it is (``*`` is a legal
-    path character anyway). Raises :class:`~gateway.errors.BadRequest` like ``normalise_path``.
+    The differences: ``?`` is a glob character here and stays as it is (``*`` is a legal path
+    character anyway), and ``;`` is allowed (it can only match with ``path_parameters``).
+    Raises :class:`~gateway.errors.BadRequest` like ``normalise_path``.
     """
     return _normalise(pattern, glob=True)
 

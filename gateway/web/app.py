@@ -37,6 +37,7 @@ from yarl import URL
 
 from gateway.config import Settings
 from gateway.errors import BadRequest, PlatformUnavailable
+from gateway.http.credentials import query_values
 from gateway.metrics import Metrics
 from gateway.platform import PlenigoClient
 from gateway.service.access import AccessService
@@ -59,11 +60,11 @@ from gateway.web.frontend import (
     bad_request,
     credentials,
     load_template,
-    query_values,
     split_target,
     valid_host,
     valid_method,
 )
+from gateway.web.protocol import handler_args
 from gateway.web.proxy import (
     ProxyOptions,
     UpstreamProxy,
@@ -81,6 +82,13 @@ log = logging.getLogger(__name__)
 PREFIX = "/_paywall/"
 _PASS = (Verdict.GRANTED, Verdict.PUBLIC)
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
+# Where a front proxy names the visitor's request; each must come once.
+_ORIGINAL_REQUEST_HEADERS = (
+    "X-Original-URI",
+    "X-Forwarded-Uri",
+    "X-Original-Method",
+    "X-Forwarded-Method",
+)
 
 
 @dataclass
@@ -151,6 +159,10 @@ class Gateway:
 
     # --- the visitor ------------------------------------------------------------------------
 
+    def split(self, target: str) -> tuple[str, str]:
+        """(normalised path, raw query) of a request target; BadRequest if it is ambiguous."""
+        return split_target(target, path_parameters=self._server.allow_path_parameters)
+
     def _direct_visitor(self, request: web.Request, path: str, query: str) -> Visitor:
         """The visitor of a request made to the gateway itself (proxy mode, /_paywall/*)."""
         headers = request.headers
@@ -166,11 +178,15 @@ class Gateway:
         if not self._trusted.is_trusted(request.remote):
             raise _Refused("untrusted_proxy")
         headers = request.headers
+        for name in _ORIGINAL_REQUEST_HEADERS:
+            if len(headers.getall(name, ())) > 1:
+                # Which one did the proxy mean? Its cache key and the gateway might differ.
+                raise BadRequest(f"{name} given more than once")
         target = headers.get("X-Original-URI") or headers.get("X-Forwarded-Uri")
         if not target:
             raise _Refused("no_original_uri")
         method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET"
-        path, query = split_target(target)  # BadRequest for an ambiguous path
+        path, query = self.split(target)  # BadRequest for an ambiguous path
         scheme = last_element(headers.getall("X-Forwarded-Proto", [])) or request.scheme
         scheme = scheme if scheme in ("http", "https") else "http"
         host = last_element(headers.getall("X-Forwarded-Host", [])) or headers.get("Host")
@@ -181,7 +197,7 @@ class Gateway:
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         started = perf_counter()
         try:
-            path, query = split_target(request.raw_path)
+            path, query = self.split(request.raw_path)
             if path.startswith(PREFIX):
                 return await self.internal(request, path, query, started)
             creds = credentials(request.headers, query, self._server)
@@ -381,7 +397,7 @@ class Gateway:
         # nginx may send the visitor here with the original request in X-Original-URI.
         original = request.headers.get("X-Original-URI")
         if original and self._trusted.is_trusted(request.remote):
-            path, original_query = split_target(original)
+            path, original_query = self.split(original)
             return self._responder.location(
                 Visitor("GET", path, original_query, "", None, request.headers)
             )
@@ -564,7 +580,9 @@ def create_app(
     """
     metrics = metrics if metrics is not None else Metrics()
     gateway = Gateway(settings, metrics, clock)
-    app = web.Application(handler_args={"max_field_size": 8190, "max_line_size": 8190})
+    # nginx's parser limits, and one short, rate-limited log line per request the parser
+    # refuses (gateway.web.protocol).
+    app = web.Application(handler_args=handler_args())
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app.cleanup_ctx.append(_runtime_context(gateway, clock))
@@ -579,7 +597,7 @@ def _auth_mode_router(gateway: Gateway) -> Handler:
     async def route(request: web.Request) -> web.StreamResponse:
         started = perf_counter()
         try:
-            path, query = split_target(request.raw_path)
+            path, query = gateway.split(request.raw_path)
         except BadRequest as exc:
             return gateway.bad_request(request, "auth_request", str(exc), started)
         if path == "/_paywall/auth":

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
@@ -29,15 +29,10 @@ from multidict import CIMultiDictProxy
 from gateway.config import ServerSettings
 from gateway.core.paths import normalise_path
 from gateway.errors import BadRequest, ConfigError
+from gateway.http.credentials import session_token, transfer_token
 from gateway.service.outcome import AccessOutcome, Credentials, Verdict
-from gateway.web.proxy import error_response, param_name, strip_query_param, wants_json
+from gateway.web.proxy import error_response, strip_query_param, wants_json
 
-SESSION_HEADER = "X-plenigo-customer-session"
-MAX_TOKEN_LENGTH = 4096
-
-# RFC 6265 cookie-octet; tokens in headers and the query: visible ASCII.
-_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,4096}").fullmatch
-_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}").fullmatch
 _HOST = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}"
     r"[A-Za-z0-9])?\.?(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::[0-9]{1,5})?"
@@ -69,12 +64,12 @@ class Visitor:
         return wants_json(self.headers.get("Accept", ""))
 
 
-def split_target(target: str) -> tuple[str, str]:
+def split_target(target: str, *, path_parameters: bool = False) -> tuple[str, str]:
     """A request target (``/path?query``) as (normalised path, raw query); BadRequest if the
-    path is ambiguous or the target is not in origin form."""
+    path is ambiguous (``;`` included, unless ``path_parameters``) or not in origin form."""
     raw_path, _, query = target.partition("?")
     query = query.partition("#")[0]
-    return normalise_path(raw_path), query
+    return normalise_path(raw_path, path_parameters=path_parameters), query
 
 
 def valid_host(value: str | None) -> str | None:
@@ -88,79 +83,6 @@ def valid_method(value: str) -> str:
     if not _METHOD(value):
         raise BadRequest("malformed request method")
     return value.upper()
-
-
-def query_values(query: str, name: str) -> list[str]:
-    """Every value of ``name`` in a raw query, decoded; names compare case-insensitively (as
-    :func:`strip_query_param` removes them) so no spelling slips past one and into the other."""
-    if not query:
-        return []
-    wanted = name.casefold()
-    values = []
-    for part in query.split("&"):
-        for piece in part.split(";"):
-            if param_name(piece) == wanted:
-                values.append(unquote_plus(piece.partition("=")[2]))
-    return values
-
-
-def transfer_token(query: str, param: str) -> str | None:
-    """The transfer token in ``query``; BadRequest when it is given twice or is malformed."""
-    values = [value for value in query_values(query, param) if value]
-    if not values:
-        return None
-    if len(set(values)) > 1:
-        raise BadRequest(f"{param} given more than once")
-    if not _TOKEN(values[0]):
-        raise BadRequest(f"malformed {param}")
-    return values[0]
-
-
-def session_token(headers: CIMultiDictProxy[str], cookie_name: str) -> str | None:
-    """The session token by precedence: cookie, X-plenigo-customer-session, Bearer."""
-    token = _session_cookie(headers, cookie_name)
-    if token is not None:
-        return token
-    header_values = headers.getall(SESSION_HEADER, [])
-    if header_values:
-        if len(set(header_values)) > 1:
-            raise BadRequest(f"{SESSION_HEADER} given more than once")
-        value = header_values[0].strip()
-        if value:
-            if not _TOKEN(value):
-                raise BadRequest(f"malformed {SESSION_HEADER} header")
-            return str(value)
-    authorization = headers.get("Authorization")
-    if authorization is not None:
-        scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            value = value.strip()
-            if not _TOKEN(value):
-                raise BadRequest("malformed Authorization: Bearer header")
-            return value
-    return None
-
-
-def _session_cookie(headers: CIMultiDictProxy[str], name: str) -> str | None:
-    found: str | None = None
-    for header in headers.getall("Cookie", ()):
-        if name not in header:
-            continue
-        for pair in header.split(";"):
-            key, sep, value = pair.partition("=")
-            if key.strip() != name:
-                continue
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            if not sep or not value:
-                continue  # "name" or "name=": a cleared cookie
-            if not _COOKIE_VALUE(value):
-                raise BadRequest(f"malformed {name} cookie")
-            if found is not None and found != value:
-                raise BadRequest(f"two different {name} cookies")
-            found = value
-    return found
 
 
 def credentials(
@@ -199,6 +121,7 @@ class Responder:
         self._server = server
         self._template = template
         self._param = server.transfer_token_param
+        self._path_parameters = server.allow_path_parameters
         self._allowed_hosts = frozenset(server.allowed_redirect_hosts)
         cookie = ["Path=/", "HttpOnly", "SameSite=Lax"]
         if server.cookie_secure:
@@ -235,7 +158,7 @@ class Responder:
         if any(ord(ch) < 0x21 or ch == "\\" for ch in value):
             raise BadRequest("return_to is not a valid URL")
         if value.startswith("/") and not value.startswith("//"):
-            path, query = split_target(value)
+            path, query = split_target(value, path_parameters=self._path_parameters)
             query = strip_query_param(query, self._param)
             return f"{path}?{query}" if query else path
         parts = urlsplit(value)
@@ -244,7 +167,7 @@ class Responder:
         host = valid_host(parts.netloc)
         if host is None or not self.host_allowed(host, visitor.host):
             raise BadRequest("return_to points to a host that is not allowed")
-        path, query = split_target(parts.path or "/")
+        path, query = split_target(parts.path or "/", path_parameters=self._path_parameters)
         query = strip_query_param(parts.query, self._param)
         return f"{parts.scheme}://{host}{path}" + (f"?{query}" if query else "")
 
@@ -260,9 +183,8 @@ class Responder:
     # --- responses ----------------------------------------------------------------------------
 
     def session_cookie(self, token: str) -> str:
-        if not _COOKIE_VALUE(token):
-            # A platform token that cannot be a cookie value: refuse rather than mangle it.
-            raise BadRequest("the platform returned a session token unfit for a cookie")
+        # The identity provider hands out only cookie-fit tokens (IdentityProvider's contract;
+        # PlenigoClient refuses any other as a bad platform response where it reads it).
         return f"{self._server.session_cookie}={token}; {self._cookie_attributes}"
 
     def redirect(self, location: str, *, session: str | None = None) -> web.Response:

@@ -20,13 +20,14 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.http.credentials import SESSION_HEADER, bearer_token, strip_session_cookie
+from gateway.http.names import header_name, param_name
 from gateway.web.forwarded import TrustedProxies, parse_ip
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "create_upstream_session",
     "error_response",
     "last_element",
-    "param_name",
     "private_cache_control",
     "strip_query_param",
     "upstream_proxy_context",
@@ -61,13 +61,52 @@ HOP_BY_HOP_HEADERS: frozenset[str] = frozenset(
     }
 )
 
-# Request headers the gateway sets itself (Host comes from the upstream URL); Expect is handled
-# by the gateway's own server, the upstream never sees a 100-continue handshake.
+# Every request header name below is compared as header_name() reads it (lower case, "_" as
+# "-"): CGI and WSGI upstreams (PHP, Flask, Django) read X_Paywall_Access as HTTP_X_PAYWALL_ACCESS,
+# the same variable as X-Paywall-Access, so a spelling the gateway does not strip would pose as
+# the gateway's own header.
+#
+# Set by the gateway itself (Host comes from the upstream URL); Expect is handled by the
+# gateway's own server, the upstream never sees a 100-continue handshake.
 _REPLACED_REQUEST_HEADERS = frozenset(
     {"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
 )
-# Only believed from a trusted proxy; from anyone else they are the visitor's inventions.
-_PROXY_ASSERTED_HEADERS = frozenset({"forwarded", "x-real-ip", "x-original-uri", "x-original-url"})
+# Headers some upstream frameworks route or dispatch by, in place of the request line: IIS and
+# Symfony (X-Original-URL, X-Rewrite-URL), nginx subrequests (X-Original-URI / -Method), Traefik
+# (X-Forwarded-Uri / -Method), method overrides (Express, Symfony, Laravel, ASP.NET). The decision
+# was made for the request line; a header that moves the request elsewhere must not arrive, from
+# anyone.
+ROUTING_OVERRIDE_HEADERS: frozenset[str] = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-original-method",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
+# Only believed from a trusted proxy (with every other X-Forwarded-*); from anyone else they are
+# the visitor's inventions about their address or the site's.
+_PROXY_ASSERTED_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-original-forwarded-for",
+        "x-original-host",
+        "x-host",
+    }
+)
+_FORWARDED_PREFIX = "x-forwarded-"
 _PAYWALL_PREFIX = "x-paywall-"
 # The WebSocket handshake is redone by the client side of the proxy.
 _WEBSOCKET_HANDSHAKE_HEADERS = frozenset(
@@ -100,7 +139,7 @@ class ProxyOptions:
     max_request_body: int | None = None
     forward_session_token: bool = False
     session_cookie: str = "paywall_session"
-    session_header: str = "X-plenigo-customer-session"
+    session_header: str = SESSION_HEADER
     transfer_token_param: str = "transferToken"  # noqa: S105 (a parameter name, not a secret)
 
     def __post_init__(self) -> None:
@@ -175,16 +214,10 @@ def strip_query_param(query: str, name: str) -> str:
     return "&".join(part for part in query.split("&") if wanted not in names(part))
 
 
-def param_name(piece: str) -> str:
-    """The name of one ``name=value`` query piece as compared: decoded and case-folded, so
-    every reader and stripper of a parameter agrees on which spellings are that parameter."""
-    return unquote_plus(piece.partition("=")[0]).casefold()
-
-
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     tokens: set[str] = set()
     for value in headers.getall("Connection", ()):
-        tokens.update(token.strip().lower() for token in value.split(",") if token.strip())
+        tokens.update(header_name(token.strip()) for token in value.split(",") if token.strip())
     return tokens
 
 
@@ -236,7 +269,7 @@ class UpstreamProxy:
         self._options = options
         self._trusted = trusted
         self._base_path = options.upstream.raw_path.rstrip("/")
-        self._session_header = options.session_header.lower()
+        self._session_header = header_name(options.session_header)
         self._session_cookie = options.session_cookie
 
     @property
@@ -329,27 +362,33 @@ class UpstreamProxy:
         """The headers the upstream gets for ``request``."""
         incoming = request.headers
         peer_trusted = self._trusted.is_trusted(request.remote)
-        dropped = HOP_BY_HOP_HEADERS | _connection_tokens(incoming) | _REPLACED_REQUEST_HEADERS
+        dropped = (
+            HOP_BY_HOP_HEADERS
+            | _connection_tokens(incoming)
+            | _REPLACED_REQUEST_HEADERS
+            | ROUTING_OVERRIDE_HEADERS
+        )
         if not peer_trusted:
             dropped |= _PROXY_ASSERTED_HEADERS
         transfer_param = self._options.transfer_token_param
+        keep_session = self._options.forward_session_token
 
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in incoming.items():
-            lower = name.lower()
-            if lower in dropped or lower.startswith(_PAYWALL_PREFIX):
+            key = header_name(name)
+            if key in dropped or key.startswith(_PAYWALL_PREFIX):
                 continue
-            if not peer_trusted and lower.startswith("x-forwarded-"):
-                continue
-            if lower == "referer":
+            if key.startswith(_FORWARDED_PREFIX) and (not peer_trusted or "_" in name):
+                continue  # a proxy spells them with "-": "_" is someone posing as one
+            if key == "referer":
                 value = _strip_token_from_url(value, transfer_param)
-            elif not self._options.forward_session_token:
-                if lower == self._session_header:
+            elif not keep_session:
+                if key == self._session_header:
                     continue
-                if lower == "authorization" and value.lstrip()[:7].lower() == "bearer ":
+                if key == "authorization" and bearer_token(value) is not None:
                     continue
-                if lower == "cookie":
-                    value = self._strip_session_cookie(value)
+                if key == "cookie":
+                    value = strip_session_cookie(value, self._session_cookie)
                     if not value:
                         continue
             headers.add(name, value)
@@ -387,14 +426,6 @@ class UpstreamProxy:
                 upstream_headers.getall("Cache-Control", [])
             )
         return headers
-
-    def _strip_session_cookie(self, cookie_header: str) -> str:
-        kept = [
-            pair.strip()
-            for pair in cookie_header.split(";")
-            if pair.strip() and pair.partition("=")[0].strip() != self._session_cookie
-        ]
-        return "; ".join(kept)
 
     async def _stream_body(
         self, request: web.Request, too_large: list[bool]

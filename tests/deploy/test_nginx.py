@@ -2,8 +2,8 @@
 
 Every test starts, on loopback: the platform simulator, a content server that echoes what it
 receives, the gateway (``mode = "auth_request"``), and nginx with one of the shipped files, of
-which only the upstream ports, ``listen`` and the cache directory are substituted. Visitors
-talk to nginx only. nginx's error log is printed when a test fails.
+which only the upstream ports, ``listen``, the access log's path and the cache directory are
+substituted. Visitors talk to nginx only. nginx's error log is printed when a test fails.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ CACHED_CONFIG = "paywall-auth-cached.conf"
 BOTH_CONFIGS = pytest.mark.parametrize("config", [PLAIN_CONFIG, CACHED_CONFIG])
 # The cache directory named in the cached file; the tests put it under tmp_path.
 CACHE_DIR = "/var/cache/nginx/paywall-auth"
+# The access log named in both files; the tests write it under nginx's prefix (a relative path).
+ACCESS_LOG = "/var/log/nginx/access.log"
+ACCESS_LOG_FILE = "access.log"
 
 API_TOKEN = "sandbox-api-token"
 HOST = "news.example"
@@ -57,6 +60,10 @@ ROUTES = [
 PLAIN = "demo-session-plain"  # customer 100001, holds "premium"
 NO_RIGHTS = "demo-session-no-rights"  # customer 100008, holds nothing
 JSON = {"Accept": "application/json"}
+
+# The content server accepts whatever nginx passes on (up to 1000 header lines of up to 8 KB), as
+# a server behind nginx would; aiohttp's defaults (128 headers) would refuse some of it.
+CONTENT_SERVER_LIMITS = {"max_line_size": 16_384, "max_field_size": 16_384, "max_headers": 2048}
 
 STARTUP_SECONDS = 10.0
 STOP_SECONDS = 10.0
@@ -92,6 +99,7 @@ def site_config(name: str, *, gateway_port: int, content_port: int, port: int, c
         "server 127.0.0.1:8080;": f"server 127.0.0.1:{gateway_port};",
         "server 127.0.0.1:8000;": f"server 127.0.0.1:{content_port};",
         "listen 80;": f"listen 127.0.0.1:{port};",
+        ACCESS_LOG: ACCESS_LOG_FILE,
     }
     if "proxy_cache_path" in text:
         replacements[CACHE_DIR] = str(cache)
@@ -284,7 +292,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def start_site(
     aiohttp_server: Any, http: aiohttp.ClientSession, tmp_path: Path, nginx_binary: str
 ) -> AsyncIterator[StartSite]:
-    """``await start_site(config, server={...}, access={...}, gateway_down=False)``."""
+    """``await start_site(config, server={...}, access={...}, platform={...},
+    platform_server=None, gateway_down=False)``: ``platform`` overrides keys of the gateway's
+    ``[platform]`` section, ``platform_server`` replaces the simulator."""
     started: list[Nginx] = []
 
     async def start(
@@ -292,16 +302,21 @@ async def start_site(
         *,
         server: dict[str, Any] | None = None,
         access: dict[str, Any] | None = None,
+        platform: dict[str, Any] | None = None,
+        platform_server: TestServer | None = None,
         gateway_down: bool = False,
     ) -> Site:
-        seed = load_data(REPO_ROOT / "config" / "sandbox-data.json", datetime.now(UTC))
-        platform = await aiohttp_server(create_sandbox(seed, SandboxOptions(api_token=API_TOKEN)))
-        content = await aiohttp_server(content_app())
+        if platform_server is None:
+            seed = load_data(REPO_ROOT / "config" / "sandbox-data.json", datetime.now(UTC))
+            sandbox = create_sandbox(seed, SandboxOptions(api_token=API_TOKEN))
+            platform_server = await aiohttp_server(sandbox)
+        content = await aiohttp_server(content_app(), **CONTENT_SERVER_LIMITS)
         settings = Settings(
             platform={
-                "base_url": str(platform.make_url("/api/v3.0")),
+                "base_url": str(platform_server.make_url("/api/v3.0")),
                 "api_token": API_TOKEN,
                 "max_retries": 0,
+                **(platform or {}),
             },
             server={
                 "mode": "auth_request",
@@ -330,7 +345,7 @@ async def start_site(
 
         nginx = await start_nginx(nginx_binary, prefix, site)
         started.append(nginx)
-        return Site(nginx, gateway, platform, content, metrics, http)
+        return Site(nginx, gateway, platform_server, content, metrics, http)
 
     try:
         yield start
@@ -688,9 +703,13 @@ async def test_cached_grant_spares_the_gateway_repeat_calls(start_site: StartSit
     assert site.auth_calls() == 1
     statuses = [seen["headers"]["X-Paywall-Auth-Cache"] for seen in site.content_requests]
     assert statuses == ["MISS", "HIT", "HIT", "HIT", "HIT"]
-    # The query is not part of the decision, so not of the key either.
+    # The key is the request target as sent, query included: the gateway reads the query too
+    # (a transfer token in a spelling the configuration's map misses is refused by it).
     assert (await site.get("/premium/story?page=3", session=PLAIN)).status == 200
-    assert site.auth_calls() == 1
+    assert site.auth_calls() == 2
+    assert (await site.get("/premium/story?transfer%54oken=x", session=PLAIN)).status == 303
+    assert site.auth_calls() == 3
+    assert "transfer" not in site.content_requests[-1]["path_qs"]
 
 
 CREDENTIALS: dict[str, Callable[[str], dict[str, str]]] = {

@@ -1,0 +1,203 @@
+"""The listeners' HTTP/1 parser: its limits, and what becomes of a request it refuses.
+
+**Limits.** Behind nginx, everything nginx accepted from a visitor reaches the gateway, plus
+headers of nginx's own; whatever the gateway's parser then refuses cannot get the visitor a
+normal answer. So the limits are nginx's (1.22, defaults), with room for what nginx adds:
+
+* a request line or header line of at most ``large_client_header_buffers``' buffer, 8192
+  bytes: a request target of about 8180 characters (nginx answers 414 beyond), a header of
+  about 8190 (400 beyond). ``X-Original-URI`` carries the whole target under its own name,
+  ``X-Forwarded-For`` gets ", <address>" appended: aiohttp counts name and value together;
+* at most 1000 header lines (nginx: "client sent too many header lines", 400), to which nginx
+  adds ``X-Original-URI``, ``X-Original-Method``, ``X-Forwarded-*``.
+
+Proxy mode uses the same limits, so a visitor gets the same answer with or without nginx. The
+price: a client may make a connection hold up to about 8.6 MB of headers (aiohttp's defaults:
+128 headers, about 1 MB).
+
+**Refused requests.** aiohttp answers a request its parser refuses (a control character in a
+header, too many headers, an over-long line, garbage) with 400, logs it at ERROR with a
+traceback, and puts the offending bytes into both the log and the 400 body — credentials in
+any spelling included, and any client can flood the error log. Here instead:
+
+* :class:`ProtocolErrorFilter`, on the logger the request handler is given (``handler_args``
+  of the application, so every runner of it has it): such a record becomes one short INFO
+  line, ``bad request from client: <error class>: <reason>``, without input bytes or
+  traceback, at most :data:`LINES_PER_SECOND` per second; the next line that is written
+  counts the ones left out (``suppressed``). Other records (the gateway's own errors) pass.
+* :class:`GatewayRunner` (used by ``paywall-gateway serve``): its connections answer such a
+  request with a 400 whose body names the error without echoing input bytes. aiohttp has no
+  public hook for that body; the runner builds its :class:`web.Server` with this module's
+  request handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+__all__ = [
+    "LINES_PER_SECOND",
+    "LOGGER_NAME",
+    "MAX_FIELD_SIZE",
+    "MAX_HEADERS",
+    "MAX_LINE_SIZE",
+    "GatewayRunner",
+    "ProtocolErrorFilter",
+    "describe",
+    "handler_args",
+    "protocol_logger",
+]
+
+# nginx's large_client_header_buffers buffer (4 8k): the longest request or header line.
+NGINX_LINE = 8192
+# nginx refuses a request with more header lines than this ("too many header lines").
+NGINX_HEADER_LINES = 1000
+
+# aiohttp measures the request target alone.
+MAX_LINE_SIZE = NGINX_LINE
+# aiohttp measures name + value: room for X-Original-URI with the longest target, and for
+# ", <IPv6 address>" that nginx appends to the visitor's X-Forwarded-For.
+MAX_FIELD_SIZE = NGINX_LINE + 128
+# The visitor's lines and the ones nginx adds (X-Original-*, X-Forwarded-*).
+MAX_HEADERS = NGINX_HEADER_LINES + 32
+
+LOGGER_NAME = "gateway.protocol"
+LINES_PER_SECOND = 5
+
+# The start of an exception message up to its first ":" or line break is aiohttp's or
+# llhttp's description ("Invalid header value char", "Too many headers received", "Got more
+# than 8192 bytes when reading"); the input bytes come after it. Kept only when it reads like
+# one: two to twelve words, each letters or digits (never both: tokens mix them), at most 24
+# characters, joined by "-" or "/" at most (e.g. "Content-Length").
+_WORD = r"(?:[A-Za-z]{1,24}|[0-9]{1,24})(?:[-/](?:[A-Za-z]{1,24}|[0-9]{1,24}))*"
+_DESCRIPTION = re.compile(rf"{_WORD}(?: {_WORD}){{1,11}}").fullmatch
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` named without any byte of the request: its class and, when there is one, the
+    parser's own description of the problem."""
+    name = type(exc).__name__
+    message = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    head = re.split(r"[:\n]", str(message), maxsplit=1)[0].strip()
+    return f"{name}: {head}" if _DESCRIPTION(head) else name
+
+
+def _protocol_error(record: logging.LogRecord) -> HttpProcessingError | None:
+    """The parser error a record of the request handler is about, if it is about one."""
+    info = record.exc_info
+    if info and isinstance(info[1], HttpProcessingError):
+        return info[1]
+    return None
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """Rewrites the request handler's records about requests the parser refused into one
+    short line (no input bytes, no traceback) and drops those beyond ``per_second``."""
+
+    def __init__(
+        self, per_second: int = LINES_PER_SECOND, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._per_second = per_second
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window = -1.0
+        self._written = 0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = _protocol_error(record)
+        if exc is None:
+            return True
+        level = min(record.levelno, logging.INFO)
+        if not logging.getLogger(record.name).isEnabledFor(level):
+            return False
+        with self._lock:
+            now = self._clock()
+            if now - self._window >= 1.0:
+                self._window, self._written = now, 0
+            if self._written >= self._per_second:
+                self._suppressed += 1
+                return False
+            self._written += 1
+            suppressed, self._suppressed = self._suppressed, 0
+        client = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        fields: dict[str, Any] = {"client": str(client) if client is not None else None}
+        if suppressed:
+            fields["suppressed"] = suppressed
+        record.msg = f"bad request from client: {describe(exc)}"
+        record.args = ()
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        record.exc_info = record.exc_text = record.stack_info = None
+        record.__dict__["fields"] = fields  # merged into the JSON line by gateway.logs
+        return True
+
+
+_install_lock = threading.Lock()
+
+
+def protocol_logger() -> logging.Logger:
+    """The logger the listeners' request handlers write to, with its filter (installed once
+    per process, so the rate limit is the process's)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    with _install_lock:
+        if not any(isinstance(f, ProtocolErrorFilter) for f in logger.filters):
+            logger.addFilter(ProtocolErrorFilter())
+    return logger
+
+
+def handler_args() -> dict[str, Any]:
+    """``web.Application(handler_args=...)`` for a gateway listener: nginx's limits, and the
+    filtered logger."""
+    return {
+        "max_line_size": MAX_LINE_SIZE,
+        "max_field_size": MAX_FIELD_SIZE,
+        "max_headers": MAX_HEADERS,
+        "logger": protocol_logger(),
+    }
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's request handler, whose answer to a refused request echoes no input."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, HttpProcessingError):
+            message = f"Bad request: malformed HTTP request ({describe(exc)})\n"
+        return super().handle_error(request, status, exc, message)
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        kwargs = {"logger": protocol_logger(), **self._kwargs}
+        return _RequestHandler(self, loop=self._loop, **kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections use :class:`_RequestHandler` (and, for an app
+    without ``handler_args``' logger, the filtered logger)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _Server(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            **server._kwargs,
+        )
