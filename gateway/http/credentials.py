@@ -135,6 +135,8 @@ def session_cookie(headers: Headers, name: str) -> str | None:
         if wanted not in header.lower() and "%" not in header and header.isascii():
             continue  # the fast path: no spelling of the name can be in this line
         for pair in header.split(";"):
+            if wanted not in pair.lower() and "%" not in pair and pair.isascii():
+                continue  # not this pair either (the same test, per pair)
             pieces = pair.split(",")
             if len(pieces) > 1 and any(cookie_name(piece) == wanted for piece in pieces):
                 raise BadRequest(f"{name} cookie beside a comma")

@@ -19,14 +19,20 @@ __all__ = ["cookie_name", "header_name", "param_name"]
 def param_name(piece: str) -> str:
     """The name of one ``name=value`` query piece as compared: percent- and plus-decoded and
     case-folded, so every reader and stripper of a parameter agrees on its spellings."""
-    return unquote_plus(piece.partition("=")[0]).casefold()
+    name = piece.partition("=")[0]
+    if "%" in name or "+" in name:
+        name = unquote_plus(name)
+    return name.casefold()
 
 
 def cookie_name(pair: str) -> str:
     """The name of one ``name=value`` cookie pair as compared: surrounding whitespace removed,
     percent-decoded, case-folded (``PAYWALL_SESSION``, `` paywall_session ``,
     ``paywall%5Fsession`` are all ``paywall_session``)."""
-    return unquote(pair.partition("=")[0].strip()).strip().casefold()
+    name = pair.partition("=")[0].strip()
+    if "%" in name:
+        name = unquote(name).strip()
+    return name.casefold()
 
 
 def header_name(name: str) -> str:
