@@ -1,12 +1,13 @@
 # One-command set-up: `make demo` runs the demo (simulator, site, gateway), `make test` runs CI.
-# Both create .venv with the project and its development tools on first use.
+# Both create .venv with the project and its development tools on first use; `make test` first
+# makes sure the servers the tests start are installed (scripts/ensure-test-servers).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck demo sandbox clean
+.PHONY: test test-servers lint typecheck demo sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict gateway
 
+# redis-server, redis-cli, nginx, openssl and Python's venv: installed with apt when missing
+# (as root, or with sudo -n); otherwise a stop with the exact command to run.
+test-servers:
+	PYTHON='$(PYTHON)' scripts/ensure-test-servers
+
 # The whole suite; the decision core (gateway/core) must keep 100 % branch coverage.
-test: lint typecheck
+# test-servers first (it may install python3-venv, which creating .venv needs), then the rest.
+test: test-servers
+	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest --cov=gateway --cov-branch --cov-report=term:skip-covered -q
 	$(BIN)/coverage report --include='gateway/core/*' --fail-under=100 --show-missing
 
@@ -33,7 +41,7 @@ demo: $(STAMP)
 
 # The local platform simulator alone on http://127.0.0.1:8090/api/v3.0 with the seeded customers.
 sandbox: $(STAMP)
-	$(BIN)/paywall-gateway sandbox --port 8090 --data config/sandbox-data.json
+	$(BIN)/paywall-gateway sandbox --port 8090
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -39,7 +39,7 @@ def main() -> int:
                 "--port",
                 str(platform),
                 "--data",
-                "config/sandbox-data.json",
+                "gateway/resources/sandbox-data.json",
             ]
         ),
         start([sys.executable, "bench/bare_app.py", str(bare)]),

@@ -24,7 +24,7 @@ from gateway.sandbox.app import SandboxOptions, create_app
 from gateway.sandbox.data import load_data
 from tests.conftest import REPO_ROOT
 
-SEED_FILE = REPO_ROOT / "config" / "sandbox-data.json"
+SEED_FILE = REPO_ROOT / "gateway" / "resources" / "sandbox-data.json"
 BERLIN = ZoneInfo("Europe/Berlin")
 LOADED_AT = datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
 POLICY = ValidityPolicy(

@@ -47,7 +47,7 @@ from tests.conftest import REPO_ROOT, free_port
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
-SEED_FILE = REPO_ROOT / "config" / "sandbox-data.json"
+SEED_FILE = REPO_ROOT / "gateway" / "resources" / "sandbox-data.json"
 GATEWAY = "http://127.0.0.1:8080"
 ORIGINS = frozenset({"http://127.0.0.1:8080"})
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

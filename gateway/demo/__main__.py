@@ -28,11 +28,12 @@ import aiohttp
 
 from gateway.cli import port_number
 from gateway.demo.site import FEATURED_PREMIUM, with_transfer_token
+from gateway.resources import sandbox_seed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "config"
 DEMO_CONFIG = CONFIG_DIR / "demo.toml"
-SEED_DATA = CONFIG_DIR / "sandbox-data.json"
+SEED_DATA = sandbox_seed()
 HOST = "127.0.0.1"
 API_PREFIX = "/api/v3.0"
 DEMO_SESSION = "demo-session-plain"

@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.cli import port_number
+from gateway.resources import sandbox_seed
 from gateway.sandbox.data import parse_data
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "config" / "sandbox-data.json"
+DEFAULT_DATA = sandbox_seed()
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 RETURN_PARAM = "return_to"  # the gateway's [server] login_return_param
 TRANSFER_TOKEN_PARAM = "transferToken"  # noqa: S105 (a parameter name, not a secret)

@@ -16,8 +16,10 @@ from gateway.sandbox.data import load_data
 from gateway.sandbox.model import SandboxData
 
 EXIT_USAGE = 2
-# The repository's seed file: <repo>/config/sandbox-data.json, beside the gateway package.
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "config" / "sandbox-data.json"
+# The seed file shipped as package data, gateway/resources/sandbox-data.json (what
+# gateway.resources.sandbox_seed() returns); found by path, as the simulator imports no gateway
+# module but its own and gateway.errors.
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "resources" / "sandbox-data.json"
 
 
 def _fraction(text: str) -> float:

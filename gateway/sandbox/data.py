@@ -1,6 +1,6 @@
 """Seed data for the simulator: a JSON file of customers, their sessions and access rights.
 
-Format (``config/sandbox-data.json`` is the worked example)::
+Format (``gateway/resources/sandbox-data.json`` is the worked example)::
 
     {
       "_comment": "free text (string or list of strings), ignored",

@@ -16,7 +16,6 @@ that; :func:`upstream_proxy_context` does it inside ``cleanup_ctx``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,88 +25,30 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.http.credentials import SESSION_HEADER, bearer_token, strip_session_cookie
-from gateway.http.names import header_name, param_name
-from gateway.web.forwarded import TrustedProxies, parse_ip
+from gateway.http.credentials import SESSION_HEADER
+from gateway.http.forward import (
+    HOP_BY_HOP_HEADERS,
+    add_forwarded,
+    connection_tokens,
+    forward_headers,
+    private_cache_control,
+    strip_query_param,
+)
+from gateway.http.forwarded import TrustedProxies
+from gateway.http.replies import Reply, error_reply
+from gateway.http.request import wants_json
 
 __all__ = [
-    "HOP_BY_HOP_HEADERS",
     "UPSTREAM_PROXY",
     "ProxyOptions",
     "UpstreamProxy",
     "create_upstream_session",
-    "error_response",
-    "last_element",
-    "private_cache_control",
-    "strip_query_param",
+    "reply_response",
     "upstream_proxy_context",
-    "wants_json",
 ]
 
 log = logging.getLogger(__name__)
 
-# RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection that old clients still send.
-HOP_BY_HOP_HEADERS: frozenset[str] = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-
-# Every request header name below is compared as header_name() reads it (lower case, "_" as
-# "-"): CGI and WSGI upstreams (PHP, Flask, Django) read X_Paywall_Access as HTTP_X_PAYWALL_ACCESS,
-# the same variable as X-Paywall-Access, so a spelling the gateway does not strip would pose as
-# the gateway's own header.
-#
-# Set by the gateway itself (Host comes from the upstream URL); Expect is handled by the
-# gateway's own server, the upstream never sees a 100-continue handshake.
-_REPLACED_REQUEST_HEADERS = frozenset(
-    {"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
-)
-# Headers some upstream frameworks route or dispatch by, in place of the request line: IIS and
-# Symfony (X-Original-URL, X-Rewrite-URL), nginx subrequests (X-Original-URI / -Method), Traefik
-# (X-Forwarded-Uri / -Method), method overrides (Express, Symfony, Laravel, ASP.NET). The decision
-# was made for the request line; a header that moves the request elsewhere must not arrive, from
-# anyone.
-ROUTING_OVERRIDE_HEADERS: frozenset[str] = frozenset(
-    {
-        "x-original-url",
-        "x-rewrite-url",
-        "x-original-uri",
-        "x-original-method",
-        "x-forwarded-uri",
-        "x-forwarded-method",
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-    }
-)
-# Only believed from a trusted proxy (with every other X-Forwarded-*); from anyone else they are
-# the visitor's inventions about their address or the site's.
-_PROXY_ASSERTED_HEADERS = frozenset(
-    {
-        "forwarded",
-        "x-real-ip",
-        "x-client-ip",
-        "client-ip",
-        "true-client-ip",
-        "x-cluster-client-ip",
-        "cf-connecting-ip",
-        "fastly-client-ip",
-        "x-original-forwarded-for",
-        "x-original-host",
-        "x-host",
-    }
-)
-_FORWARDED_PREFIX = "x-forwarded-"
-_PAYWALL_PREFIX = "x-paywall-"
 # The WebSocket handshake is redone by the client side of the proxy.
 _WEBSOCKET_HANDSHAKE_HEADERS = frozenset(
     {
@@ -175,67 +116,12 @@ def create_upstream_session(options: ProxyOptions) -> aiohttp.ClientSession:
     )
 
 
-_SHARED_CACHE_DIRECTIVES = frozenset({"public", "s-maxage", "proxy-revalidate"})
-
-
-def private_cache_control(values: list[str]) -> str:
-    """The upstream's Cache-Control (all its header lines) for an answer only this visitor may
-    see: what lets a shared cache (a CDN in front of the gateway) store it goes (``public``,
-    ``s-maxage``, ``proxy-revalidate``), and ``private`` is added unless ``private`` or
-    ``no-store`` is already there. The browser's own caching (``max-age`` …) is kept."""
-    kept = []
-    for value in values:
-        for directive in value.split(","):
-            directive = directive.strip()
-            name = directive.partition("=")[0].strip().lower()
-            if directive and name not in _SHARED_CACHE_DIRECTIVES:
-                kept.append(directive)
-    names = {directive.partition("=")[0].strip().lower() for directive in kept}
-    if not names & {"private", "no-store"}:
-        kept.insert(0, "private")
-    return ", ".join(kept)
-
-
-def strip_query_param(query: str, name: str) -> str:
-    """``query`` (raw, still percent-encoded) without any ``name`` parameter.
-
-    Everything else is kept byte for byte, in order. Names compare after percent- and
-    plus-decoding and case-insensitively, so no spelling of the parameter slips through; a
-    ``&``-part that hides the name behind a ``;`` (which some frameworks also split on) is
-    dropped whole.
-    """
-    if not query:
-        return query
-    wanted = name.casefold()
-
-    def names(part: str) -> list[str]:
-        return [param_name(piece) for piece in part.split(";")]
-
-    return "&".join(part for part in query.split("&") if wanted not in names(part))
-
-
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
-    tokens: set[str] = set()
-    for value in headers.getall("Connection", ()):
-        tokens.update(header_name(token.strip()) for token in value.split(",") if token.strip())
-    return tokens
-
-
-def last_element(values: list[str]) -> str | None:
-    """The value the nearest proxy wrote into a list-valued header, if any."""
-    for value in reversed(values):
-        elements = [element.strip() for element in value.split(",") if element.strip()]
-        if elements:
-            return elements[-1]
-    return None
-
-
 def _is_websocket_upgrade(request: web.Request) -> bool:
     headers = request.headers
     return (
         request.method == "GET"
         and headers.get("Upgrade", "").strip().lower() == "websocket"
-        and "upgrade" in _connection_tokens(headers)
+        and "upgrade" in connection_tokens(headers.getall("Connection", ()))
     )
 
 
@@ -269,8 +155,6 @@ class UpstreamProxy:
         self._options = options
         self._trusted = trusted
         self._base_path = options.upstream.raw_path.rstrip("/")
-        self._session_header = header_name(options.session_header)
-        self._session_cookie = options.session_cookie
 
     @property
     def options(self) -> ProxyOptions:
@@ -359,52 +243,23 @@ class UpstreamProxy:
     def request_headers(
         self, request: web.Request, paywall_headers: Mapping[str, str]
     ) -> CIMultiDict[str]:
-        """The headers the upstream gets for ``request``."""
+        """The headers the upstream gets for ``request`` (:mod:`gateway.http.forward`)."""
         incoming = request.headers
         peer_trusted = self._trusted.is_trusted(request.remote)
-        dropped = (
-            HOP_BY_HOP_HEADERS
-            | _connection_tokens(incoming)
-            | _REPLACED_REQUEST_HEADERS
-            | ROUTING_OVERRIDE_HEADERS
+        options = self._options
+        headers = forward_headers(
+            incoming.items(),
+            {},
+            peer_trusted=peer_trusted,
+            session_cookie=options.session_cookie,
+            session_header=options.session_header,
+            transfer_param=options.transfer_token_param,
+            forward_session_token=options.forward_session_token,
+            proxy=True,
         )
-        if not peer_trusted:
-            dropped |= _PROXY_ASSERTED_HEADERS
-        transfer_param = self._options.transfer_token_param
-        keep_session = self._options.forward_session_token
-
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in incoming.items():
-            key = header_name(name)
-            if key in dropped or key.startswith(_PAYWALL_PREFIX):
-                continue
-            if key.startswith(_FORWARDED_PREFIX) and (not peer_trusted or "_" in name):
-                continue  # a proxy spells them with "-": "_" is someone posing as one
-            if key == "referer":
-                value = _strip_token_from_url(value, transfer_param)
-            elif not keep_session:
-                if key == self._session_header:
-                    continue
-                if key == "authorization" and bearer_token(value) is not None:
-                    continue
-                if key == "cookie":
-                    value = strip_session_cookie(value, self._session_cookie)
-                    if not value:
-                        continue
-            headers.add(name, value)
-
-        peer = parse_ip(request.remote)
-        peer_text = str(peer) if peer is not None else "unknown"
-        chain = ", ".join(incoming.getall("X-Forwarded-For", ())) if peer_trusted else ""
-        chain = chain.strip().strip(",").strip()
-        headers["X-Forwarded-For"] = f"{chain}, {peer_text}" if chain else peer_text
-        proto = last_element(incoming.getall("X-Forwarded-Proto", [])) if peer_trusted else None
-        headers["X-Forwarded-Proto"] = proto or request.scheme
-        host = last_element(incoming.getall("X-Forwarded-Host", [])) if peer_trusted else None
-        host = host or incoming.get("Host")
-        if host:
-            headers["X-Forwarded-Host"] = host
-
+        add_forwarded(
+            headers, incoming, peer=request.remote, scheme=request.scheme, peer_trusted=peer_trusted
+        )
         for name, value in paywall_headers.items():
             headers[name] = value
         return headers
@@ -414,7 +269,7 @@ class UpstreamProxy:
     ) -> CIMultiDict[str]:
         """The upstream's response headers minus hop-by-hop ones; with ``private``, its
         Cache-Control made private."""
-        dropped = HOP_BY_HOP_HEADERS | _connection_tokens(upstream_headers)
+        dropped = HOP_BY_HOP_HEADERS | connection_tokens(upstream_headers.getall("Connection", ()))
         if private:
             dropped = dropped | {"cache-control"}
         headers: CIMultiDict[str] = CIMultiDict()
@@ -527,15 +382,6 @@ async def _pump(
             return aiohttp.WSCloseCode.GOING_AWAY, b""
 
 
-def _strip_token_from_url(url: str, param: str) -> str:
-    before, sep, query = url.partition("?")
-    if not sep:
-        return url
-    query, hash_sep, fragment = query.partition("#")
-    query = strip_query_param(query, param)
-    return before + ("?" + query if query else "") + hash_sep + fragment
-
-
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -548,12 +394,6 @@ def _abort(request: web.Request) -> None:
         transport.abort()
 
 
-def wants_json(accept: str) -> bool:
-    """Whether an ``Accept`` header asks for JSON rather than a page."""
-    accept = accept.lower()
-    return "application/json" in accept and "text/html" not in accept
-
-
 _ERROR_CODES = {
     413: "request_too_large",
     502: "bad_gateway",
@@ -561,20 +401,16 @@ _ERROR_CODES = {
 }
 
 
-def error_response(
-    as_json: bool, status: int, error: str, message: str, text: str | None = None
-) -> web.Response:
-    """A gateway-made error: JSON ``{error, message, status}`` or plain ``text`` (default: the
-    message)."""
-    if as_json:
-        body = json.dumps({"error": error, "message": message, "status": status})
-        return web.Response(status=status, text=body, content_type="application/json")
-    return web.Response(status=status, text=(text or message) + "\n", content_type="text/plain")
-
-
 def _error_response(request: web.Request, status: int, message: str) -> web.Response:
     error = _ERROR_CODES.get(status, "upstream_error")
-    return error_response(wants_json(request.headers.get("Accept", "")), status, error, message)
+    return reply_response(
+        error_reply(wants_json(request.headers.get("Accept", "")), status, error, message)
+    )
+
+
+def reply_response(reply: Reply) -> web.Response:
+    """A gateway-made :class:`~gateway.http.replies.Reply` as an aiohttp response."""
+    return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
 
 
 UPSTREAM_PROXY: web.AppKey[UpstreamProxy] = web.AppKey("upstream_proxy", UpstreamProxy)

@@ -307,7 +307,9 @@ async def start_site(
         gateway_down: bool = False,
     ) -> Site:
         if platform_server is None:
-            seed = load_data(REPO_ROOT / "config" / "sandbox-data.json", datetime.now(UTC))
+            seed = load_data(
+                REPO_ROOT / "gateway" / "resources" / "sandbox-data.json", datetime.now(UTC)
+            )
             sandbox = create_sandbox(seed, SandboxOptions(api_token=API_TOKEN))
             platform_server = await aiohttp_server(sandbox)
         content = await aiohttp_server(content_app(), **CONTENT_SERVER_LIMITS)

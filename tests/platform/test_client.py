@@ -736,7 +736,7 @@ async def test_connection_refused_leaks_nothing(
 # Wednesday 2025-06-11, 12:00 in Berlin: inside the 06-18 window, outside 22-04.
 SANDBOX_NOW = datetime(2025, 6, 11, 10, 0, tzinfo=UTC)
 SANDBOX_TOKEN = "sandbox-api-token"
-SEED_FILE = REPO_ROOT / "config" / "sandbox-data.json"
+SEED_FILE = REPO_ROOT / "gateway" / "resources" / "sandbox-data.json"
 ALL_RIGHTS = ["premium", "archive", "daily-window", "night-owl"]
 
 

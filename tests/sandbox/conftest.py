@@ -14,7 +14,7 @@ from gateway.sandbox.data import load_data
 from gateway.sandbox.model import SandboxData
 from tests.conftest import REPO_ROOT
 
-SEED_FILE = REPO_ROOT / "config" / "sandbox-data.json"
+SEED_FILE = REPO_ROOT / "gateway" / "resources" / "sandbox-data.json"
 
 # Wednesday 2025-06-11, 12:00 in Berlin (CEST, UTC+2): inside 06-18, outside 22-04.
 FIXED_NOW = datetime(2025, 6, 11, 10, 0, tzinfo=UTC)

@@ -35,7 +35,7 @@ from tests.conftest import REPO_ROOT
 from tests.service.conftest import T0, ManualClock
 
 API_TOKEN = "sandbox-api-token"
-SEED = load_data(REPO_ROOT / "config" / "sandbox-data.json", T0)
+SEED = load_data(REPO_ROOT / "gateway" / "resources" / "sandbox-data.json", T0)
 ROUTES = [
     {"path": "/free/**", "public": True},
     {"path": "/premium/**", "access_rights": ["premium"]},

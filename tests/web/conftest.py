@@ -121,7 +121,7 @@ def start_stack(aiohttp_server: Any, http: aiohttp.ClientSession) -> StartStack:
 
     async def start(**sections: Any) -> Stack:
         clock = ManualClock()
-        seed = load_data(REPO_ROOT / "config" / "sandbox-data.json", T0)
+        seed = load_data(REPO_ROOT / "gateway" / "resources" / "sandbox-data.json", T0)
         platform = await aiohttp_server(
             create_sandbox(seed, SandboxOptions(api_token=API_TOKEN), clock=clock)
         )

@@ -19,14 +19,13 @@ from yarl import URL
 
 from gateway.core.paths import normalise_path
 from gateway.errors import BadRequest
-from gateway.web.forwarded import TrustedProxies
+from gateway.http.forward import private_cache_control, strip_query_param
+from gateway.http.forwarded import TrustedProxies
 from gateway.web.proxy import (
     UPSTREAM_PROXY,
     ProxyOptions,
     UpstreamProxy,
     create_upstream_session,
-    private_cache_control,
-    strip_query_param,
     upstream_proxy_context,
 )
 from tests.conftest import free_port

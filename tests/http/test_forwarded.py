@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.web.forwarded import UNKNOWN_CLIENT, TrustedProxies, parse_ip
+from gateway.http.forwarded import UNKNOWN_CLIENT, TrustedProxies, parse_ip
 
 LOOPBACK = TrustedProxies()
 LAN = TrustedProxies(["10.0.0.0/8", "192.168.1.1/32", "fd00::/8"])

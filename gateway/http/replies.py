@@ -1,13 +1,5 @@
-"""What the gateway's HTTP front-ends share: credentials, the visitor's URL, redirects, the
-session cookie and the responses for visitors who may not pass.
-
-Pure functions and one settings-bound :class:`Responder`; the handlers in
-:mod:`gateway.web.app` do the I/O. Credentials are read in the precedence DESIGN.md fixes:
-the transfer token in the query, then the session cookie, the ``X-plenigo-customer-session``
-header and ``Authorization: Bearer``. Anything ambiguous or malformed there (two different
-session cookies, a token with spaces or control characters, a transfer token given twice) is a
-:class:`~gateway.errors.BadRequest`: guessing which one the visitor meant is how credentials get
-mixed up.
+"""The gateway's own answers: redirects, the session cookie, deny pages, errors — as
+:class:`Reply` values that every driver sends as they are.
 
 Every redirect target is built from the *normalised* path (never the raw one: ``//evil.com``
 would be a protocol-relative URL) or checked against the configured hosts.
@@ -17,81 +9,75 @@ from __future__ import annotations
 
 import html
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from urllib.parse import quote, urlsplit
 
-from aiohttp import web
-from multidict import CIMultiDictProxy
-
 from gateway.config import ServerSettings
-from gateway.core.paths import normalise_path
 from gateway.errors import BadRequest, ConfigError
-from gateway.http.credentials import session_token, transfer_token
-from gateway.service.outcome import AccessOutcome, Credentials, Verdict
-from gateway.web.proxy import error_response, strip_query_param, wants_json
+from gateway.http.forward import strip_query_param
+from gateway.http.request import Visitor, split_target, valid_host
+from gateway.resources import paywall_template_path
+from gateway.service.outcome import AccessOutcome, Verdict
 
-_HOST = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}"
-    r"[A-Za-z0-9])?\.?(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::[0-9]{1,5})?"
-).fullmatch
-_METHOD = re.compile(r"[A-Za-z]{1,20}").fullmatch
-
-_DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "config" / "paywall.html"
+__all__ = [
+    "HTML",
+    "JSON",
+    "NO_STORE",
+    "TEXT",
+    "Pages",
+    "Reply",
+    "error_reply",
+    "load_template",
+    "text_reply",
+]
 
 NO_STORE = "no-store"
+HTML = "text/html; charset=utf-8"
+JSON = "application/json; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+
+_DEFAULT_TEMPLATE = paywall_template_path()  # gateway/resources/paywall.html, package data
 
 
 @dataclass(frozen=True, slots=True)
-class Visitor:
-    """The request as the visitor made it: behind nginx, the original one, not the subrequest.
+class Reply:
+    """A complete answer of the gateway's own: status, headers (``Content-Type`` among them
+    when there is a body) and body."""
 
-    ``path`` is normalised; ``query`` is raw (still percent-encoded, may hold the transfer
-    token); ``host`` is None when it is missing or not a valid host.
-    """
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
 
-    method: str
-    path: str
-    query: str
-    scheme: str
-    host: str | None
-    headers: CIMultiDictProxy[str]
-
-    @property
-    def wants_json(self) -> bool:
-        return wants_json(self.headers.get("Accept", ""))
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
 
 
-def split_target(target: str, *, path_parameters: bool = False) -> tuple[str, str]:
-    """A request target (``/path?query``) as (normalised path, raw query); BadRequest if the
-    path is ambiguous (``;`` included, unless ``path_parameters``) or not in origin form."""
-    raw_path, _, query = target.partition("?")
-    query = query.partition("#")[0]
-    return normalise_path(raw_path, path_parameters=path_parameters), query
+def text_reply(status: int, text: str, *headers: tuple[str, str]) -> Reply:
+    return Reply(status, [("Content-Type", TEXT), *headers], text.encode())
 
 
-def valid_host(value: str | None) -> str | None:
-    """``value`` lower-cased if it is a host[:port], else None."""
-    if value and _HOST(value):
-        return value.lower()
-    return None
+def error_reply(
+    as_json: bool, status: int, error: str, message: str, text: str | None = None
+) -> Reply:
+    """A gateway-made error: JSON ``{error, message, status}`` or plain ``text`` (default: the
+    message)."""
+    if as_json:
+        body = json.dumps({"error": error, "message": message, "status": status})
+        return Reply(status, [("Content-Type", JSON)], body.encode())
+    return text_reply(status, (text or message) + "\n")
 
 
-def valid_method(value: str) -> str:
-    if not _METHOD(value):
-        raise BadRequest("malformed request method")
-    return value.upper()
-
-
-def credentials(
-    headers: CIMultiDictProxy[str], query: str, server: ServerSettings, *, transfer: bool = True
-) -> Credentials:
-    """The visitor's credentials; ``transfer=False`` ignores the transfer token (auth_request:
-    its exchange needs a response that can set a cookie)."""
-    token = transfer_token(query, server.transfer_token_param) if transfer else None
-    return Credentials(token, session_token(headers, server.session_cookie))
+def bad_request_reply(as_json: bool, message: str) -> Reply:
+    """400 for input the gateway will not guess about; the message names the problem."""
+    reply = error_reply(as_json, 400, "bad_request", message, f"Bad request: {message}")
+    reply.headers.append(("Cache-Control", NO_STORE))
+    return reply
 
 
 def load_template(server: ServerSettings) -> Template:
@@ -114,8 +100,8 @@ _PAGES = {
 _JSON_ERRORS = {401: "unauthenticated", 403: "access_denied", 503: "unavailable"}
 
 
-class Responder:
-    """Builds the gateway's own responses from one ``[server]`` configuration."""
+class Pages:
+    """Builds the gateway's own answers from one ``[server]`` configuration."""
 
     def __init__(self, server: ServerSettings, template: Template) -> None:
         self._server = server
@@ -180,24 +166,21 @@ class Responder:
         separator = "&" if "?" in login else "?"
         return f"{login}{separator}{self._server.login_return_param}={quote(return_url, safe='')}"
 
-    # --- responses ----------------------------------------------------------------------------
+    # --- answers ------------------------------------------------------------------------------
 
     def session_cookie(self, token: str) -> str:
         # The identity provider hands out only cookie-fit tokens (IdentityProvider's contract;
         # PlenigoClient refuses any other as a bad platform response where it reads it).
         return f"{self._server.session_cookie}={token}; {self._cookie_attributes}"
 
-    def redirect(self, location: str, *, session: str | None = None) -> web.Response:
-        response = web.Response(status=303, headers={"Location": location})
-        response.headers["Cache-Control"] = NO_STORE
+    def redirect(self, location: str, *, session: str | None = None) -> Reply:
+        headers = [("Location", location), ("Cache-Control", NO_STORE)]
         if session is not None:
-            response.headers["Set-Cookie"] = self.session_cookie(session)
-        return response
+            headers.append(("Set-Cookie", self.session_cookie(session)))
+        return Reply(303, headers)
 
-    def deny(
-        self, visitor: Visitor, outcome: AccessOutcome, *, login_redirect: bool
-    ) -> web.Response:
-        """The response for a visitor who may not pass: 401 (or the login redirect), 403, 503."""
+    def deny(self, visitor: Visitor, outcome: AccessOutcome, *, login_redirect: bool) -> Reply:
+        """The answer for a visitor who may not pass: 401 (or the login redirect), 403, 503."""
         verdict = outcome.verdict
         if verdict is Verdict.UNAUTHENTICATED:
             status = 401
@@ -207,15 +190,16 @@ class Responder:
             status = 403
         return_url = self.absolute_url(visitor)
         login = self.login_location(return_url)
+        as_json = visitor.wants_json
         if (
             status == 401
             and login_redirect
             and self._server.login_redirect
             and login is not None
-            and not visitor.wants_json
+            and not as_json
         ):
             return self.redirect(login)
-        if visitor.wants_json:
+        if as_json:
             body: dict[str, object] = {
                 "error": _JSON_ERRORS[status],
                 "reason": outcome.reason,
@@ -223,21 +207,17 @@ class Responder:
             }
             if status == 401 and login is not None:
                 body["login_url"] = login
-            response = web.Response(
-                status=status, text=json.dumps(body), content_type="application/json"
-            )
+            headers = [("Content-Type", JSON)]
+            content = json.dumps(body)
         else:
-            response = web.Response(
-                status=status,
-                text=self.page(status, outcome.reason, visitor, login),
-                content_type="text/html",
-            )
-        response.headers["Cache-Control"] = NO_STORE
+            headers = [("Content-Type", HTML)]
+            content = self.page(status, outcome.reason, visitor, login)
+        headers.append(("Cache-Control", NO_STORE))
         if status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="paywall"'
+            headers.append(("WWW-Authenticate", 'Bearer realm="paywall"'))
         elif status == 503:
-            response.headers["Retry-After"] = "5"
-        return response
+            headers.append(("Retry-After", "5"))
+        return Reply(status, headers, content.encode())
 
     def page(self, status: int, reason: str, visitor: Visitor, login: str | None) -> str:
         title, message = _PAGES[status]
@@ -255,10 +235,3 @@ class Responder:
             login_url=html.escape(login or ""),
             login_link=login_link,
         )
-
-
-def bad_request(as_json: bool, message: str) -> web.Response:
-    """400 for input the gateway will not guess about; the message names the problem."""
-    response = error_response(as_json, 400, "bad_request", message, f"Bad request: {message}")
-    response.headers["Cache-Control"] = NO_STORE
-    return response

@@ -1,0 +1,120 @@
+"""The values the front-end policy hands its drivers: what a request is (:class:`Check`,
+:class:`Login`), and what to do about it (:class:`Answer`, :class:`Pass`), each with the
+:class:`Record` that metrics and the access log are written from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from gateway.http.replies import Reply
+from gateway.http.request import RequestView, Visitor
+from gateway.service.outcome import AccessOutcome, AccessRequest
+
+__all__ = [
+    "Answer",
+    "Check",
+    "Decision",
+    "Endpoint",
+    "Login",
+    "Pass",
+    "Record",
+    "Step",
+    "decision",
+    "decision_headers",
+]
+
+
+class Endpoint(Enum):
+    """What a request is to the gateway."""
+
+    PAGE = "page"
+    AUTH = "auth"
+    DENY = "deny"
+    TRANSFER = "transfer"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the metrics and the access log say about one request."""
+
+    mode: str
+    verdict: str
+    reason: str
+    cache: str = "none"
+    customer_id: str | None = None
+    path: str = ""
+    outcome: AccessOutcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The decision an allowed request carries to the app (``request.state.paywall`` under
+    ASGI, ``environ["paywall.decision"]`` under WSGI): ``access`` is ``public``, ``granted``
+    or ``fail-open``; ``cache`` the cache result (``hit``, ``miss``, ``stale``, ``none``)."""
+
+    customer_id: str | None
+    access: str
+    cache: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Ask the access service ``access``, then :meth:`FrontEnd.answer` with the outcome."""
+
+    endpoint: Endpoint
+    access: AccessRequest
+    request: RequestView
+    visitor: Visitor
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """``/_paywall/transfer``: exchange ``token`` (:meth:`AccessService.login`), then
+    :meth:`FrontEnd.login_answer`."""
+
+    token: str
+    target: str
+    visitor: Visitor
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A reply of the gateway's own, with what to record about it."""
+
+    reply: Reply
+    record: Record | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """Let the request through: to ``path`` (normalised, percent-encoded) with ``query`` (the
+    visitor's, without the transfer token), ``headers`` added after every client-sent
+    ``X-Paywall-*`` is gone; ``private``: only this visitor may see the answer (paid content),
+    so no shared cache may keep it."""
+
+    path: str
+    query: str
+    headers: dict[str, str]
+    private: bool
+    decision: Decision
+    record: Record
+
+
+Step = Check | Login | Answer
+
+
+def decision_headers(outcome: AccessOutcome) -> dict[str, str]:
+    """The decision as request headers for the upstream or app (and ``auth_request_set``)."""
+    access = "fail-open" if outcome.fail_open else outcome.verdict.value
+    headers = {"X-Paywall-Access": access, "X-Paywall-Cache": outcome.cache}
+    if outcome.customer_id is not None:
+        headers["X-Paywall-Customer-Id"] = outcome.customer_id
+    return headers
+
+
+def decision(outcome: AccessOutcome) -> Decision:
+    access = "fail-open" if outcome.fail_open else outcome.verdict.value
+    return Decision(outcome.customer_id, access, outcome.cache, outcome.reason)

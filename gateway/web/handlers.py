@@ -1,0 +1,123 @@
+"""The aiohttp driver of the front-end policy: aiohttp requests in, policy steps, responses out.
+
+Everything about HTTP is decided in :mod:`gateway.http.policy`; this module only moves bytes.
+It does not use aiohttp's router to tell endpoints apart: that router matches a *decoded* path
+(``/_paywall%2Fauth`` would reach the auth handler), a second reading of the path next to the
+gateway's own. One catch-all route hands every request to :meth:`Driver.handle`, which asks the
+policy what the request is (by the one normalised path) and runs that endpoint's handler.
+
+Metrics and the access log: :class:`gateway.http.observe.Observer`, shared by every driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+
+from aiohttp import web
+
+from gateway.errors import PlatformUnavailable
+from gateway.http.observe import Observer
+from gateway.http.policy import FrontEnd
+from gateway.http.request import RequestView
+from gateway.http.steps import Answer, Check, Endpoint, Login, Pass, Step
+from gateway.metrics import Metrics
+from gateway.service.access import AccessService
+from gateway.web.proxy import UpstreamProxy, reply_response
+
+__all__ = ["Driver"]
+
+
+def request_view(request: web.Request) -> RequestView:
+    """An aiohttp request as the policy reads it: the raw target, never aiohttp's decoded path."""
+    return RequestView(
+        request.method, request.raw_path, request.headers, request.remote, request.scheme
+    )
+
+
+class Driver:
+    """The request handlers; the service and upstream are attached when the app starts."""
+
+    def __init__(self, frontend: FrontEnd, metrics: Metrics) -> None:
+        self._frontend = frontend
+        self._observer = Observer(metrics, frontend.trusted)
+        self._service: AccessService | None = None
+        self._upstream: UpstreamProxy | None = None
+        self._endpoints: dict[
+            Endpoint, Callable[[web.Request, Check, float], Awaitable[web.StreamResponse]]
+        ] = {
+            Endpoint.PAGE: self.page,
+            Endpoint.AUTH: self.auth,
+            Endpoint.DENY: self.deny,
+        }
+
+    def attach(self, service: AccessService | None, upstream: UpstreamProxy | None) -> None:
+        self._service = service
+        self._upstream = upstream
+
+    @property
+    def service(self) -> AccessService:
+        if self._service is None:
+            raise RuntimeError("the gateway application has not started")
+        return self._service
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The one route: what the policy says the request is, and its handler."""
+        started = perf_counter()
+        step: Step = self._frontend.route(request_view(request))
+        if isinstance(step, Check):
+            return await self._endpoints[step.endpoint](request, step, started)
+        if isinstance(step, Login):
+            return await self.transfer(request, step, started)
+        return self.reply(request, step, started)
+
+    # --- one handler per endpoint -----------------------------------------------------------
+
+    async def page(self, request: web.Request, check: Check, started: float) -> web.StreamResponse:
+        """A page in proxy mode: decided, then streamed from the upstream or refused."""
+        outcome = await self.service.check(check.access)
+        step = self._frontend.answer(check, outcome)
+        if isinstance(step, Answer):
+            return self.reply(request, step, started)
+        return await self.forward(request, step, started)
+
+    async def auth(self, request: web.Request, check: Check, started: float) -> web.StreamResponse:
+        """``/_paywall/auth``: the decision about nginx's / Traefik's / Caddy's original request."""
+        return self.reply(request, await self._decide(check), started)
+
+    async def deny(self, request: web.Request, check: Check, started: float) -> web.StreamResponse:
+        """``/_paywall/deny``: the answer proxy mode would give the refused visitor."""
+        return self.reply(request, await self._decide(check), started)
+
+    async def transfer(self, request: web.Request, login: Login, started: float) -> web.Response:
+        """``/_paywall/transfer``: exchange the token, set the cookie, 303."""
+        try:
+            identity = await self.service.login(login.token)
+        except PlatformUnavailable:
+            answer = self._frontend.login_answer(login, None, unavailable=True)
+        else:
+            answer = self._frontend.login_answer(login, identity, unavailable=False)
+        return self.reply(request, answer, started)
+
+    async def _decide(self, check: Check) -> Answer:
+        outcome = await self.service.check(check.access)
+        step = self._frontend.answer(check, outcome)
+        if isinstance(step, Pass):  # pages pass; auth and deny always answer themselves
+            raise RuntimeError(f"{check.endpoint} cannot pass a request")
+        return step
+
+    async def forward(self, request: web.Request, step: Pass, started: float) -> web.StreamResponse:
+        self._observer.decided(step.record, started)
+        upstream = self._upstream
+        if upstream is None:
+            raise RuntimeError("proxy mode without an upstream")
+        response = await upstream.forward(request, step.path, step.headers, private=step.private)
+        self._observer.logged(request_view(request), step.record, response.status, started)
+        return response
+
+    def reply(self, request: web.Request, answer: Answer, started: float) -> web.Response:
+        response = reply_response(answer.reply)
+        if answer.record is not None:
+            self._observer.decided(answer.record, started)
+            self._observer.logged(request_view(request), answer.record, response.status, started)
+        return response
