@@ -23,7 +23,8 @@ from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
 from gateway.service.access import AccessService
-from gateway.web.proxy import UpstreamProxy, reply_response
+from gateway.web.proxy import UpstreamProxy
+from gateway.web.responses import reply_response
 
 __all__ = ["Driver"]
 

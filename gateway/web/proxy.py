@@ -15,13 +15,12 @@ that; :func:`upstream_proxy_context` does it inside ``cleanup_ctx``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -35,34 +34,21 @@ from gateway.http.forward import (
     strip_query_param,
 )
 from gateway.http.forwarded import TrustedProxies
-from gateway.http.replies import Reply, error_reply
-from gateway.http.request import wants_json
+from gateway.web.responses import error_response
+from gateway.web.websocket import is_websocket_upgrade, relay_websocket
 
 __all__ = [
     "UPSTREAM_PROXY",
     "ProxyOptions",
     "UpstreamProxy",
     "create_upstream_session",
-    "reply_response",
     "upstream_proxy_context",
 ]
 
 log = logging.getLogger(__name__)
 
-# The WebSocket handshake is redone by the client side of the proxy.
-_WEBSOCKET_HANDSHAKE_HEADERS = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-        "sec-websocket-accept",
-    }
-)
 # Without these, aiohttp's client would invent headers the visitor never sent.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-
-_WS_CLOSE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -116,24 +102,6 @@ def create_upstream_session(options: ProxyOptions) -> aiohttp.ClientSession:
     )
 
 
-def _is_websocket_upgrade(request: web.Request) -> bool:
-    headers = request.headers
-    return (
-        request.method == "GET"
-        and headers.get("Upgrade", "").strip().lower() == "websocket"
-        and "upgrade" in connection_tokens(headers.getall("Connection", ()))
-    )
-
-
-def _close_code(code: object) -> int:
-    """A close code we may send on: the peer's own, or 1000 for ones that must not be sent."""
-    if isinstance(code, int) and (
-        code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
-    ):
-        return code
-    return aiohttp.WSCloseCode.OK
-
-
 class _BodyTooLarge(Exception):
     pass
 
@@ -180,12 +148,12 @@ class UpstreamProxy:
         """
         url = self.upstream_url(path, request.raw_path)
         headers = self.request_headers(request, paywall_headers)
-        if _is_websocket_upgrade(request):
-            return await self._forward_websocket(request, url, headers)
+        if is_websocket_upgrade(request):
+            return await relay_websocket(self._session, request, url, headers)
 
         limit = self._options.max_request_body
         if limit is not None and (request.content_length or 0) > limit:
-            return _error_response(request, 413, "The request body is too large.")
+            return error_response(request, 413, "The request body is too large.")
 
         body_state: list[bool] = [False]  # set when the body outgrows max_request_body
         body = self._stream_body(request, body_state) if request.body_exists else None
@@ -202,12 +170,12 @@ class UpstreamProxy:
             )
         except TimeoutError:
             log.warning("upstream timed out: %s %s", request.method, path)
-            return _error_response(request, 504, "The upstream server did not answer in time.")
+            return error_response(request, 504, "The upstream server did not answer in time.")
         except (aiohttp.ClientError, OSError) as exc:
             if body_state[0]:
-                return _error_response(request, 413, "The request body is too large.")
+                return error_response(request, 413, "The request body is too large.")
             log.warning("upstream unreachable: %s %s: %r", request.method, path, exc)
-            return _error_response(request, 502, "The upstream server is not reachable.")
+            return error_response(request, 502, "The upstream server is not reachable.")
 
         async with upstream:
             response = web.StreamResponse(
@@ -295,92 +263,6 @@ class UpstreamProxy:
                 raise _BodyTooLarge
             yield chunk
 
-    async def _forward_websocket(
-        self, request: web.Request, url: URL, headers: CIMultiDict[str]
-    ) -> web.StreamResponse:
-        offered = [
-            protocol.strip()
-            for value in request.headers.getall("Sec-WebSocket-Protocol", ())
-            for protocol in value.split(",")
-            if protocol.strip()
-        ]
-        for name in _WEBSOCKET_HANDSHAKE_HEADERS:
-            headers.popall(name, None)
-        try:
-            upstream_ws = await self._session.ws_connect(
-                url,
-                protocols=offered,
-                headers=headers,
-                autoclose=False,
-                autoping=True,
-                compress=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_WS_CLOSE_TIMEOUT),
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            status = exc.status if 400 <= exc.status < 600 else 502
-            return _error_response(
-                request, status, "The upstream server refused the WebSocket connection."
-            )
-        except TimeoutError:
-            return _error_response(request, 504, "The upstream server did not answer in time.")
-        except (aiohttp.ClientError, OSError):
-            return _error_response(request, 502, "The upstream server is not reachable.")
-
-        async with upstream_ws:
-            client_ws = web.WebSocketResponse(
-                protocols=(upstream_ws.protocol,) if upstream_ws.protocol else (),
-                autoclose=False,
-                autoping=True,
-                timeout=_WS_CLOSE_TIMEOUT,
-            )
-            await client_ws.prepare(request)
-            to_upstream = asyncio.create_task(_pump(client_ws.receive, upstream_ws))
-            to_client = asyncio.create_task(_pump(upstream_ws.receive, client_ws))
-            try:
-                done, _ = await asyncio.wait(
-                    (to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for task in (to_upstream, to_client):
-                    task.cancel()
-                await asyncio.gather(to_upstream, to_client, return_exceptions=True)
-            first = to_upstream if to_upstream in done else to_client
-            if first.cancelled() or first.exception() is not None:
-                code, message = int(aiohttp.WSCloseCode.INTERNAL_ERROR), b""
-            else:
-                code, message = first.result()
-            # Tell the side that did not close first, then answer the side that did.
-            if first is to_upstream:
-                await upstream_ws.close(code=code, message=message)
-                await client_ws.close(code=code, message=message)
-            else:
-                await client_ws.close(code=code, message=message)
-                await upstream_ws.close(code=code, message=message)
-        return client_ws
-
-
-async def _pump(
-    receive: Callable[[], Awaitable[aiohttp.WSMessage]],
-    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-) -> tuple[int, bytes]:
-    """Copy messages until the source closes; the close code and reason to pass on."""
-    while True:
-        message = await receive()
-        try:
-            if message.type is WSMsgType.TEXT:
-                await sink.send_str(message.data)
-            elif message.type is WSMsgType.BINARY:
-                await sink.send_bytes(message.data)
-            elif message.type is WSMsgType.CLOSE:
-                reason = message.extra.encode() if isinstance(message.extra, str) else b""
-                return _close_code(message.data), reason
-            elif message.type is WSMsgType.ERROR:
-                return aiohttp.WSCloseCode.INTERNAL_ERROR, b""
-            elif message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
-                return aiohttp.WSCloseCode.GOING_AWAY, b""
-        except (ConnectionError, aiohttp.ClientError):
-            return aiohttp.WSCloseCode.GOING_AWAY, b""
-
 
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
@@ -392,25 +274,6 @@ def _abort(request: web.Request) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
-
-
-_ERROR_CODES = {
-    413: "request_too_large",
-    502: "bad_gateway",
-    504: "gateway_timeout",
-}
-
-
-def _error_response(request: web.Request, status: int, message: str) -> web.Response:
-    error = _ERROR_CODES.get(status, "upstream_error")
-    return reply_response(
-        error_reply(wants_json(request.headers.get("Accept", "")), status, error, message)
-    )
-
-
-def reply_response(reply: Reply) -> web.Response:
-    """A gateway-made :class:`~gateway.http.replies.Reply` as an aiohttp response."""
-    return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
 
 
 UPSTREAM_PROXY: web.AppKey[UpstreamProxy] = web.AppKey("upstream_proxy", UpstreamProxy)
