@@ -32,10 +32,12 @@ import math
 from string import Template
 from urllib.parse import urlsplit
 
+from multidict import CIMultiDict
+
 from gateway.config import Settings
 from gateway.errors import BadRequest
-from gateway.http.credentials import query_values, session_token, transfer_token
-from gateway.http.forward import last_element, strip_query_param
+from gateway.http.credentials import SESSION_HEADER, query_values, session_token, transfer_token
+from gateway.http.forward import forward_headers, last_element, strip_query_param
 from gateway.http.forwarded import TrustedProxies
 from gateway.http.replies import (
     NO_STORE,
@@ -284,6 +286,29 @@ class FrontEnd:
             )
         direct = self.direct_visitor(check.request, visitor.path, visitor.query)
         return Answer(self._pages.deny(direct, outcome, login_redirect=True), record)
+
+    def app_headers(self, request: RequestView, step: Pass) -> CIMultiDict[str]:
+        """The request headers an in-process app (ASGI, WSGI) sees for a passed request."""
+        server = self._server
+        return forward_headers(
+            request.headers.items(),
+            step.headers,
+            peer_trusted=self._trusted.is_trusted(request.peer),
+            session_cookie=server.session_cookie,
+            session_header=SESSION_HEADER,
+            transfer_param=server.transfer_token_param,
+            forward_session_token=server.forward_session_token,
+            proxy=False,
+        )
+
+    def view_refusal(self, check: Check, outcome: AccessOutcome) -> Reply | None:
+        """A per-view rule's outcome for the page of ``check``: None when it passes, else the
+        reply that refuses the visitor (the page a route with that rule would give)."""
+        if outcome.verdict in _PASS:
+            return None
+        visitor = check.visitor
+        direct = self.direct_visitor(check.request, visitor.path, visitor.query)
+        return self._pages.deny(direct, outcome, login_redirect=True)
 
     def _auth_reply(self, visitor: Visitor, outcome: AccessOutcome) -> Reply:
         if outcome.verdict in _PASS:

@@ -9,10 +9,14 @@ An unknown customer is a denial like any other, cached for ``negative_ttl``.
 A cache hit re-uses the decision made for the cached payload while ``now`` is before its
 ``stable_until`` (the first instant the answer may change), and only then re-evaluates: cheaper
 than :func:`evaluate_access` on every request, and equal to it by the core's contract.
+
+:meth:`AccessService.peek` is the synchronous part of :meth:`AccessService.check`, for the WSGI
+middleware's worker threads: the answers that need nothing but this process's memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -23,7 +27,7 @@ from gateway.core.routes import RouteKind, RouteTable
 from gateway.errors import PlatformUnavailable, UnknownCustomer
 from gateway.metrics import Metrics
 from gateway.platform.provider import AccessProvider, IdentityProvider
-from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache
+from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache, PeekableCache
 from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
 from gateway.service.identity import Identity, IdentityResolver
 from gateway.service.outcome import (
@@ -42,28 +46,46 @@ NO_CREDENTIAL_OUTCOME = AccessOutcome(Verdict.UNAUTHENTICATED, "no_credential")
 INVALID_CREDENTIAL_OUTCOME = AccessOutcome(Verdict.UNAUTHENTICATED, "invalid_credential")
 IDENTITY_UNAVAILABLE_OUTCOME = AccessOutcome(Verdict.UNAVAILABLE, "identity_unavailable")
 
+Schedule = Callable[[Callable[[], None]], object]
+"""Runs a callback on the service's event loop soon, without waiting for it (the WSGI
+middleware passes ``loop.call_soon_threadsafe``): how :meth:`AccessService.peek` starts a
+refresh-ahead from another thread."""
+
 
 class Platform(IdentityProvider, AccessProvider, Protocol):
     """Both platform interfaces in one object (what :class:`PlenigoClient` is)."""
 
 
 class CachedAccess:
-    """A cached hasAccess answer for one (customer, rule), with the last decision made from it."""
+    """A cached hasAccess answer for one (customer, rule), with the last decision made from it.
 
-    __slots__ = ("decided_at", "decision", "payload")
+    The last decision and its instant are one tuple, read and replaced in one step: ``decide``
+    also runs on other threads than the loop's (:meth:`AccessService.peek`), and two attributes
+    could be seen half-replaced. A race only costs a second evaluation: every caller gets either
+    a decision whose stable interval holds its ``now`` or one evaluated at its ``now``.
+    """
+
+    __slots__ = ("_last", "payload")
 
     def __init__(self, payload: AccessPayload, decision: Decision, decided_at: datetime) -> None:
         self.payload = payload
-        self.decision = decision
-        self.decided_at = decided_at
+        self._last = (decision, decided_at)
+
+    @property
+    def decision(self) -> Decision:
+        return self._last[0]
+
+    @property
+    def decided_at(self) -> datetime:
+        return self._last[1]
 
     def decide(self, rule: AccessRule, now: datetime, policy: ValidityPolicy) -> Decision:
         """The decision at ``now``: the remembered one while it provably holds."""
-        decision = self.decision
-        if self.decided_at <= now < decision.stable_until:
+        decision, decided_at = self._last
+        if decided_at <= now < decision.stable_until:
             return decision
         decision = evaluate_access(self.payload, rule, now, policy)
-        self.decision, self.decided_at = decision, now
+        self._last = (decision, now)
         return decision
 
 
@@ -104,6 +126,97 @@ class AccessService:
         self._rule_keys: dict[AccessRule, str] = {}
         self._refresh_ahead = refresh_ahead
         self._refresh: RefreshAhead[str] = RefreshAhead("access", refresh_ahead, clock, metrics)
+        self._peekable: PeekableCache[CachedAccess] | None = (
+            cache if isinstance(cache, PeekableCache) else None
+        )
+
+    def peek(
+        self, request: AccessRequest, *, schedule: Schedule | None = None
+    ) -> AccessOutcome | None:
+        """The verdict :meth:`check` would give, if it needs nothing but this process's memory;
+        None when only :meth:`check` can tell. For the WSGI middleware, whose worker threads
+        answer cached decisions without waiting for the event loop's thread.
+
+        An outcome comes back for a public route (without a transfer token), a deny route, a
+        request without credentials, and a session whose validation *and* access answer are
+        both fresh in L1 (a rejected session's remembered validation alone suffices). It is
+        the outcome :meth:`check` gives for the same request at the same instant, and records
+        the same cache-hit metrics; nothing is recorded when it returns None, so the
+        :meth:`check` that follows counts the request once.
+
+        * No I/O and no awaiting, ever: an L2 (Redis) entry, a transfer token (a platform
+          exchange), a miss or an expired entry all return None.
+        * Any thread, while the loop thread uses the same caches: the L1 tier takes a lock
+          around each cachetools operation (cachetools is not thread-safe: a lookup reorders an
+          ``OrderedDict`` and freezes time in a shared timer), held for microseconds, never
+          across an await. A lock rather than handing the lookup to the loop thread: that hop
+          is what the synchronous path exists to avoid, and a lock is correct on free-threaded
+          builds too. A cached decision is replaced in one step (:class:`CachedAccess`); the
+          rule-key memo is a dict whose single get/set is atomic.
+        * Refresh-ahead (tasks and bookkeeping belong to the event loop) is never started on
+          the calling thread. ``schedule(callback)`` must run ``callback`` on the service's
+          loop soon, without waiting (the WSGI driver passes ``loop.call_soon_threadsafe``):
+          an entry inside its refresh window (``now >= fresh_until - refresh_ahead``) is then
+          answered from, and its refresh started on the loop exactly as :meth:`check` starts
+          it (one per key per window: :class:`~gateway.service.refresh.RefreshAhead`). Without
+          ``schedule`` such an entry returns None, and :meth:`check` does both.
+        """
+        match = self._routes.match(request.method, request.path)
+        credentials = request.credentials
+        if match.kind is RouteKind.PUBLIC:
+            return None if credentials.transfer_token else PUBLIC_OUTCOME
+        if match.kind is RouteKind.DENY or match.rule is None:
+            return ROUTE_DENIED_OUTCOME
+        return self.peek_rule(credentials, match.rule, schedule=schedule)
+
+    def peek_rule(
+        self, credentials: Credentials, rule: AccessRule, *, schedule: Schedule | None = None
+    ) -> AccessOutcome | None:
+        """:meth:`check_rule`'s verdict when this process's memory alone gives it, else None;
+        the rules of :meth:`peek`."""
+        if not (credentials.session_token or credentials.transfer_token):
+            return NO_CREDENTIAL_OUTCOME
+        session = self._identity.peek(credentials, with_refresh=schedule is not None)
+        if session is None:
+            return None
+        if session.identity is None:  # a rejected session, remembered: never refreshed
+            self._identity.count_hit(session)
+            return INVALID_CREDENTIAL_OUTCOME
+        peeked = self._peek_decision(session.identity, rule, schedule is not None)
+        if peeked is None:
+            return None
+        outcome, tier, refresh = peeked
+        self._identity.count_hit(session)
+        self._metrics.cache_lookup("access", "hit", tier)
+        if schedule is not None:
+            for callback in (session.refresh, refresh):
+                if callback is not None:
+                    schedule(callback)
+        return outcome
+
+    def _peek_decision(
+        self, identity: Identity, rule: AccessRule, with_refresh: bool
+    ) -> tuple[AccessOutcome, str, Callable[[], None] | None] | None:
+        """The hit's outcome, its tier and the refresh to start, from L1 alone; or None."""
+        if self._peekable is None:
+            return None
+        customer_id = identity.customer_id
+        key = f"{customer_id}:{self._rule_key(rule)}"
+        entry = self._peekable.peek(key, customer_id=customer_id)
+        now = self._clock()
+        if entry is None or now >= entry.fresh_until:
+            return None
+        refresh: Callable[[], None] | None = None
+        if now >= entry.fresh_until - self._refresh_ahead:
+            if not with_refresh:
+                return None
+            ending = entry.fresh_until
+
+            def refresh() -> None:
+                self._refresh.start(key, lambda: self._load(key, customer_id, rule, ending))
+
+        decision = entry.value.decide(rule, now, self._policy)
+        return _answer(decision, identity, "hit", decision.stable_until), entry.tier, refresh
 
     async def check(self, request: AccessRequest) -> AccessOutcome:
         """The verdict for one request. Never raises for platform trouble: that is a verdict."""
@@ -115,6 +228,12 @@ class AccessService:
             return PUBLIC_OUTCOME
         if match.kind is RouteKind.DENY or match.rule is None:
             return ROUTE_DENIED_OUTCOME
+        return await self.check_rule(credentials, match.rule)
+
+    async def check_rule(self, credentials: Credentials, rule: AccessRule) -> AccessOutcome:
+        """The verdict for ``credentials`` against ``rule`` itself, whatever the routes say: a
+        per-view rule (the FastAPI dependency, the Flask decorator). Never raises for platform
+        trouble."""
         if not (credentials.session_token or credentials.transfer_token):
             return NO_CREDENTIAL_OUTCOME
         try:
@@ -123,7 +242,7 @@ class AccessService:
             return IDENTITY_UNAVAILABLE_OUTCOME
         if identity is None:
             return INVALID_CREDENTIAL_OUTCOME
-        return await self._decide(identity, match.rule)
+        return await self._decide(identity, rule)
 
     async def login(self, transfer_token: str) -> Identity | None:
         """Exchange a transfer token for a session: the identity, or None if the token is not

@@ -16,16 +16,26 @@ the token (:func:`token_key`).
 
 Time: the caller's clock returns aware datetimes (the core's unit); the L1 tier converts them to
 POSIX seconds for cachetools.
+
+Threads: the L1 tier is also read from threads other than the event loop's, by
+:meth:`MemoryCache.peek` (the WSGI middleware answers cached decisions on the server's worker
+threads). cachetools is not thread-safe: a lookup moves the key in an ``OrderedDict`` and
+freezes time in a timer object with a nesting counter, a store pushes onto a heap, so every
+operation on the tier holds one :class:`threading.Lock`. The sections are short and never
+await or call out (the clock and ``stale_until.timestamp()`` at most), so the loop thread waits
+for a worker thread for microseconds at worst; uncontended, the lock costs tens of
+nanoseconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from cachetools import TLRUCache
 
@@ -108,6 +118,17 @@ class PayloadCache(Protocol[T]):
         ...
 
 
+@runtime_checkable
+class PeekableCache(Protocol[T]):
+    """A tier that can answer from this process's memory without awaiting (the L1 tier, and
+    tiers with one in front): for the WSGI middleware's synchronous path."""
+
+    def peek(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
+        """What ``get`` would find in this process's memory, or None; never does I/O, never
+        waits for anything but a short lock, and may be called from any thread."""
+        ...
+
+
 class MemoryCache(Generic[T]):
     """The L1 tier: a bounded LRU (cachetools) whose entries expire at their ``stale_until``.
 
@@ -132,6 +153,8 @@ class MemoryCache(Generic[T]):
         # invalidate_all, then a fresh one, so values asked for before it cannot be stored.
         self._floor = 0
         self._longest = 0.0  # seconds: the longest entry lifetime ever stored
+        # Held by every operation: peek() runs on other threads than the loop's (module doc).
+        self._lock = threading.Lock()
 
     def _timestamp(self) -> float:
         return self._clock().timestamp()
@@ -145,7 +168,12 @@ class MemoryCache(Generic[T]):
         return self._floor if record is None else record[0]
 
     async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
-        return self._entries.get((key, self._generation(customer_id)))
+        return self.peek(key, customer_id=customer_id)
+
+    def peek(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
+        """``get`` without awaiting: safe from any thread (see the module docstring)."""
+        with self._lock:
+            return self._entries.get((key, self._generation(customer_id)))
 
     async def set(
         self,
@@ -155,31 +183,35 @@ class MemoryCache(Generic[T]):
         customer_id: str | None = None,
         generation: Generation | None = None,
     ) -> None:
-        current = self._generation(customer_id)
-        if generation is not None and generation != current:
-            return  # invalidated since the value was asked for: nobody may find it
-        now = self._timestamp()
-        lifetime = entry.stale_until.timestamp() - now
-        if lifetime <= 0:
-            return
-        self._longest = max(self._longest, lifetime)
-        self._entries[(key, current)] = entry
+        with self._lock:
+            current = self._generation(customer_id)
+            if generation is not None and generation != current:
+                return  # invalidated since the value was asked for: nobody may find it
+            now = self._timestamp()
+            lifetime = entry.stale_until.timestamp() - now
+            if lifetime <= 0:
+                return
+            self._longest = max(self._longest, lifetime)
+            self._entries[(key, current)] = entry
 
     async def generation(self, customer_id: str) -> int:
-        return self._generation(customer_id)
+        with self._lock:
+            return self._generation(customer_id)
 
     async def invalidate_customer(self, customer_id: str) -> None:
-        now = self._timestamp()
-        self._generations[customer_id] = (next(self._counter), now)
-        if len(self._generations) > self._max_entries:
-            self._forget_old_generations(now)
+        with self._lock:
+            now = self._timestamp()
+            self._generations[customer_id] = (next(self._counter), now)
+            if len(self._generations) > self._max_entries:
+                self._forget_old_generations(now)
 
     async def invalidate_all(self) -> None:
         """Forget every entry. Everyone moves to a new generation, so a value asked for before
         (an answer still in flight) is not stored either."""
-        self._floor = next(self._counter)
-        self._entries.clear()
-        self._generations.clear()
+        with self._lock:
+            self._floor = next(self._counter)
+            self._entries.clear()
+            self._generations.clear()
 
     def _forget_old_generations(self, now: float) -> None:
         horizon = now - self._longest
@@ -196,4 +228,5 @@ class MemoryCache(Generic[T]):
             self._generations.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)

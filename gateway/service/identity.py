@@ -11,11 +11,15 @@
 * Platform failures raise :class:`~gateway.errors.PlatformUnavailable`, unless a valid session's
   entry is still within ``stale_if_error``. Identity cannot fail open: without a customer id
   there is nothing to decide with, so the service answers UNAVAILABLE.
+* :meth:`IdentityResolver.peek` is the synchronous, any-thread part of :meth:`resolve`: a fresh
+  validation in this process's memory, or "cannot tell" (see
+  :meth:`~gateway.service.access.AccessService.peek`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +31,7 @@ from gateway.service.cache import (
     Clock,
     Generation,
     PayloadCache,
+    PeekableCache,
     digest_key,
     token_key,
 )
@@ -49,6 +54,19 @@ class Identity:
     customer_id: str
     session_token: str | None = None
     stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPeek:
+    """What this process's session cache alone says about a session token: ``identity`` (None:
+    a token the platform rejected, remembered), the ``tier`` that answered (for the lookup
+    metric, counted by :meth:`IdentityResolver.count_hit` once the caller answers from it), and
+    ``refresh``: for an entry inside its refresh window, what :meth:`IdentityResolver.resolve`
+    would start, to be called on the event loop (it creates the refresh task there)."""
+
+    identity: Identity | None
+    tier: str
+    refresh: Callable[[], None] | None = None
 
 
 class IdentityResolver:
@@ -81,6 +99,40 @@ class IdentityResolver:
         self._exchanges: SingleFlight[str, str | None] = SingleFlight(metrics.coalesced_call)
         self._refresh_ahead = refresh_ahead
         self._refresh: RefreshAhead[str] = RefreshAhead("session", refresh_ahead, clock, metrics)
+        self._peekable: PeekableCache[str | None] | None = (
+            cache if isinstance(cache, PeekableCache) else None
+        )
+
+    def peek(self, credentials: Credentials, *, with_refresh: bool = False) -> SessionPeek | None:
+        """The session's validation if this process holds it fresh in memory, without awaiting
+        or I/O, from any thread; None when only :meth:`resolve` can tell: a transfer token
+        (exchanging it is a platform call), no session token, no fresh entry in memory. A valid
+        session inside its refresh-ahead window is None too, unless ``with_refresh``: the
+        caller then runs :attr:`SessionPeek.refresh` on the event loop, which starts the
+        refresh exactly as :meth:`resolve` would. Counts nothing: see :class:`SessionPeek`."""
+        token = credentials.session_token
+        if credentials.transfer_token or not token or self._peekable is None:
+            return None
+        key = token_key("session", token)
+        entry = self._peekable.peek(key, customer_id=key)
+        now = self._clock()
+        if entry is None or now >= entry.fresh_until:
+            return None
+        refresh: Callable[[], None] | None = None
+        if entry.value is not None and now >= entry.fresh_until - self._refresh_ahead:
+            if not with_refresh:
+                return None
+            ending = entry.fresh_until
+
+            def refresh() -> None:
+                self._refresh.start(key, lambda: self._validation(key, token, ending))
+
+        identity = None if entry.value is None else Identity(entry.value)
+        return SessionPeek(identity, entry.tier, refresh)
+
+    def count_hit(self, peeked: SessionPeek) -> None:
+        """Count a peeked validation as the cache hit :meth:`resolve` would have counted."""
+        self._metrics.cache_lookup("session", "hit", peeked.tier)
 
     async def resolve(self, credentials: Credentials) -> Identity | None:
         """The visitor's identity; None when no credential is valid.

@@ -6,6 +6,7 @@
   ``publish`` tells the other processes (:class:`~gateway.service.bus.InvalidationBus`).
 * ``generation``: the pair of the tiers' generations; ``set`` hands each tier its own, so a
   value asked for before an invalidation in either tier is stored where no lookup finds it.
+* ``peek``: L1 alone (no I/O, any thread): what ``get`` would answer without asking Redis.
 
 The shared tier must never fail a request: every L2 operation goes through the process's
 :class:`~gateway.service.redis_guard.RedisGuard` (a timeout, counting, a breaker), and a failure
@@ -66,6 +67,11 @@ class LayeredCache(Generic[T]):
         if entry is not None:
             await self._l1.set(key, replace(entry, tier=self._l1.tier), customer_id=customer_id)
         return entry
+
+    def peek(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
+        """L1's entry, without awaiting or asking L2 (an L2 hit costs a round trip: that is a
+        miss for the synchronous path, which leaves it to ``get``)."""
+        return self._l1.peek(key, customer_id=customer_id)
 
     async def _l2_get(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
         _, entry = await self._shared("get", self._l2.get(key, customer_id=customer_id))
