@@ -64,7 +64,16 @@ from gateway.http.observe import Observer
 from gateway.http.policy import FrontEnd
 from gateway.http.replies import NO_STORE, Reply, error_reply
 from gateway.http.request import RequestView, wants_json
-from gateway.http.steps import Answer, Check, Decision, Login, Pass, Record, decision
+from gateway.http.steps import (
+    Answer,
+    Callback,
+    Check,
+    Decision,
+    Login,
+    Pass,
+    Record,
+    decision,
+)
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, open_runtime
 from gateway.service.build import utc_now
@@ -156,6 +165,7 @@ class PaywallMiddleware:
         self._clock = clock if clock is not None else utc_now
         self._frontend = FrontEnd(self.settings, self._clock, label="asgi", inline=True)
         self._observer = Observer(self.metrics, self._frontend.trusted)
+        self._callbacks = self._frontend.callback_receiver(self.metrics)
         self._lock = asyncio.Lock()
         self._resources: contextlib.AsyncExitStack | None = None
         self._runtime: Runtime | None = None
@@ -264,7 +274,7 @@ class PaywallMiddleware:
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         view = request_view(scope)
-        step = await self._decide(view)
+        step = await self._decide(view, scope, receive)
         if isinstance(step, tuple):
             await self._pass(scope, receive, send, view, *step, started)
             return
@@ -274,11 +284,25 @@ class PaywallMiddleware:
         if step.record is not None:
             self._observer.logged(view, step.record, status, started)
 
-    async def _decide(self, view: RequestView) -> Answer | tuple[Check, Pass]:
+    async def _decide(
+        self, view: RequestView, scope: Scope, receive: Receive
+    ) -> Answer | tuple[Check, Pass]:
         """The policy's steps for one request, the access service asked in between."""
         step = self._frontend.route(view)
         if isinstance(step, Answer):
             return step
+        if isinstance(step, Callback):
+            answer = self._callbacks.admit(step)
+            if answer is not None:
+                return answer
+            if scope["type"] != "http":  # a websocket handshake is a GET: admit refused it
+                return self._callbacks.unavailable()
+            body = await _read_limited(receive, self._callbacks.body_limit)
+            try:
+                runtime = await self.start()
+            except _Stopped:
+                return self._callbacks.unavailable()
+            return await self._callbacks.handle(step, body, runtime.service)
         try:
             runtime = await self.start()
         except _Stopped:  # the server is shutting down: refuse, never pass undecided
@@ -372,6 +396,19 @@ class ViewGate:
 
     async def require(self, rule: AccessRule) -> Decision | Reply:
         return await self.middleware.check_view(self, rule)
+
+
+async def _read_limited(receive: Receive, limit: int) -> bytes:
+    """At most ``limit`` bytes of an http request's body (the rest is never asked for)."""
+    body = bytearray()
+    while len(body) < limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # http.disconnect
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    return bytes(body[:limit])
 
 
 async def send_reply(scope: Scope, receive: Receive, send: Send, reply: Reply) -> int:

@@ -35,6 +35,19 @@ ENV_PREFIX = "PAYWALL_"
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 
 
+def _ip_networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``value`` if every element is an IP address or network; ValueError naming the first
+    that is not."""
+    for network in value:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{network!r} is not an IP address or network (e.g. '10.0.0.0/8')"
+            ) from None
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -150,14 +163,7 @@ class ServerSettings(_Section):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{network!r} is not an IP address or network (e.g. '10.0.0.0/8')"
-                ) from None
-        return value
+        return _ip_networks(value)
 
     @field_validator("login_url")
     @classmethod
@@ -182,6 +188,39 @@ class LoggingSettings(_Section):
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+
+
+class CallbacksSettings(_Section):
+    """The platform's callback receiver, ``POST /_paywall/callbacks/{secret}`` on the public
+    listener. ``secret`` empty: the endpoint is off (404). ``allowed_networks``: only callbacks
+    from these networks (the client address, read through ``trusted_proxies``) are accepted;
+    empty: from anywhere. ``max_body``: a larger body is a 413, read no further.
+
+    A callback that names no customer (none of its customer-id fields is set) is acknowledged
+    with 202, invalidates nothing, and is counted (``result="no_customer"``) and logged: the
+    cached answers it might concern expire by ``access.max_ttl``. It never flushes the caches.
+    """
+
+    secret: SecretStr = SecretStr("")
+    allowed_networks: tuple[str, ...] = ()
+    max_body: int = Field(default=65_536, ge=1_024, le=10_485_760)
+
+    @field_validator("secret")
+    @classmethod
+    def _path_safe(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        # Never quote the value: it is a secret, and error messages are printed.
+        if secret and not re.fullmatch(r"[A-Za-z0-9._~\-]{16,256}", secret):
+            raise ValueError(
+                "expected 16 to 256 characters from A-Z a-z 0-9 . _ ~ - "
+                "(it is part of a URL path), e.g. from `openssl rand -hex 32`"
+            )
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _ip_networks(value)
 
 
 class RouteSettings(_Section):
@@ -243,6 +282,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
+    callbacks: CallbacksSettings = CallbacksSettings()
     routes: tuple[RouteSettings, ...] = ()
 
     @classmethod

@@ -77,6 +77,8 @@ _ASSIGN = re.compile(
 _NAME_START = re.compile(r"[?&;/\s:,]|\\(?:[rnt]|x[0-9a-fA-F]{2})")
 # An encoded URL inside a query holds its names encoded once more: decoded this many times.
 _DECODINGS = 3
+# The callback endpoint's path holds its secret: whatever follows it goes.
+_CALLBACK_PATH = re.compile(r"(?i)(/_paywall/+callbacks/+)(?!\[redacted\])[^\s?#\"'<>&,;)}\]]+")
 # Every default rule's name contains one of these (case-folded): a string without any, and
 # without a percent-escape next to an "=", skips the regexes.
 _NEEDLES = frozenset({"token", "session", "cookie", "authorization", "bearer"})
@@ -133,6 +135,8 @@ class Redactor:
 
     def text(self, value: str) -> str:
         """``value`` with every secret it carries replaced by ``[redacted]``."""
+        if "callbacks/" in value.lower():
+            value = _CALLBACK_PATH.sub(r"\1" + REDACTED, value)
         if not self.needs_scan(value):
             return value
         if "=" in value or "%" in value:

@@ -74,8 +74,17 @@ class Metrics:
         )
         self.invalidations = Counter(
             "paywall_invalidations_total",
-            "Per-customer cache invalidations, by source (callback, pubsub, admin).",
+            "Cache invalidations (a customer, a session or everything), by source (callback, "
+            "admin).",
             ["source"],
+            registry=r,
+        )
+        self.callbacks = Counter(
+            "paywall_callbacks_total",
+            "Platform callbacks received, by entity type and callback type (the platform's "
+            "documented names; 'other' for any other, 'none' before the body was read) and "
+            "result.",
+            ["entity_type", "callback_type", "result"],
             registry=r,
         )
         self.redis_errors = Counter(
@@ -134,6 +143,11 @@ class Metrics:
 
     def invalidation(self, source: str) -> None:
         self.invalidations.labels(source).inc()
+
+    def callback(self, entity_type: str, callback_type: str, result: str) -> None:
+        """One callback; the caller passes bounded label values only
+        (:mod:`gateway.http.callbacks`)."""
+        self.callbacks.labels(entity_type, callback_type, result).inc()
 
     def refresh(self, cache: str, result: str) -> None:
         self.refreshes.labels(cache, result).inc()

@@ -67,7 +67,7 @@ from gateway.http.names import header_name
 from gateway.http.observe import Observer
 from gateway.http.policy import FrontEnd
 from gateway.http.request import RequestView
-from gateway.http.steps import Answer, Check, Login, Pass, Record
+from gateway.http.steps import Answer, Callback, Check, Login, Pass, Record
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, open_runtime
 from gateway.service.access import AccessService, Schedule
@@ -108,6 +108,28 @@ def request_view(environ: WSGIEnvironment) -> RequestView:
     return RequestView(
         environ["REQUEST_METHOD"], target, headers, environ.get("REMOTE_ADDR") or None, scheme
     )
+
+
+def _read_limited(environ: WSGIEnvironment, limit: int) -> bytes:
+    """At most ``limit`` bytes of the request body. Without a Content-Length only a chunked
+    body is read (the server bounds it); PEP 3333 allows nothing else."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.strip().isdigit():
+        want = min(int(length), limit)
+    elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        want = limit
+    else:
+        return b""
+    body = bytearray()
+    while len(body) < want:
+        chunk = stream.read(want - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def _rebuilt_target(environ: WSGIEnvironment) -> str:
@@ -225,6 +247,7 @@ class PaywallMiddleware:
         self._clock = clock if clock is not None else utc_now
         self.frontend = FrontEnd(settings, self._clock, label="wsgi", inline=True)
         self._observer = Observer(self.metrics, self.frontend.trusted)
+        self._callbacks = self.frontend.callback_receiver(self.metrics)
         self.timeout = timeout if timeout is not None else _default_timeout(settings)
         self._lock = threading.Lock()
         self._loop: _LoopThread | None = None
@@ -242,6 +265,8 @@ class PaywallMiddleware:
         step = self.frontend.route(request)
         if isinstance(step, Login):
             step = self._login(step)
+        elif isinstance(step, Callback):
+            step = self._callback(environ, step)
         elif isinstance(step, Check):
             access = step.access
             outcome = self._decide(
@@ -267,6 +292,21 @@ class PaywallMiddleware:
         except Unavailable as exc:
             log.warning("answering 503: %s", exc)
             return _UNAVAILABLE
+
+    def _callback(self, environ: WSGIEnvironment, step: Callback) -> Answer:
+        """A platform callback: admitted and read on this thread, applied on the loop's."""
+        receiver = self._callbacks
+        answer = receiver.admit(step)
+        if answer is not None:
+            return answer
+        body = _read_limited(environ, receiver.body_limit)
+        try:
+            loop = self._loop_thread()
+            service = loop.service(self.timeout)
+            return loop.run(receiver.handle(step, body, service), self.timeout)
+        except Unavailable as exc:
+            log.warning("callback not applied: %s", exc)
+            return receiver.unavailable()
 
     def _login(self, login: Login) -> Answer:
         try:

@@ -35,12 +35,17 @@ def test_check_config_prints_effective_settings_with_secrets_masked(tmp_path: Pa
         "check-config",
         "--config",
         str(config),
-        env={"PAYWALL_PLATFORM__API_TOKEN": "env-secret-token"},
+        env={
+            "PAYWALL_PLATFORM__API_TOKEN": "env-secret-token",
+            "PAYWALL_CALLBACKS__SECRET": "env-callback-secret-0123",
+        },
     )
     assert result.returncode == 0, result.stderr
-    assert "secret" not in result.stdout
+    for value in ("file-secret", "env-secret-token", "env-callback-secret"):
+        assert value not in result.stdout
     effective = json.loads(result.stdout)
     assert effective["platform"]["api_token"] == "**********"
+    assert effective["callbacks"]["secret"] == "**********"
     assert effective["access"]["max_ttl"] == 90
 
 

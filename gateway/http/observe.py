@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from time import perf_counter
 
+from gateway.http.callbacks import MODE as CALLBACK_MODE
+from gateway.http.callbacks import logged_path
 from gateway.http.forwarded import TrustedProxies
 from gateway.http.request import RequestView
 from gateway.http.steps import Record
@@ -28,6 +30,8 @@ class Observer:
         self._trusted = trusted
 
     def decided(self, record: Record, started: float) -> None:
+        if record.mode == CALLBACK_MODE:
+            return  # counted in paywall_callbacks_total: not an access decision
         self._metrics.request(record.mode, record.verdict, perf_counter() - started)
 
     def logged(self, request: RequestView, record: Record, status: int, started: float) -> None:
@@ -57,8 +61,8 @@ class Observer:
             extra={
                 "fields": {
                     "method": request.method,
-                    # Never the query: it may hold a token.
-                    "path": record.path or request.target.partition("?")[0],
+                    # Never the query (it may hold a token), nor a callback's secret.
+                    "path": logged_path(record.path or request.target.partition("?")[0]),
                     "status": status,
                     "verdict": record.verdict,
                     "reason": record.reason,

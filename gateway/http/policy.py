@@ -16,7 +16,9 @@ Every step carries a :class:`Record` (the metrics label, verdict, reason, cache 
 customer id and path of the access log), so metrics and logs are one function in each driver.
 
 Endpoints, by the *normalised* path (one reading: a framework router would decode the path its
-own way): ``/_paywall/transfer`` (the login hand-off) in every mode; ``/_paywall/auth`` and
+own way): ``/_paywall/callbacks/{secret}`` (the platform's callbacks,
+:mod:`gateway.http.callbacks`; only with ``[callbacks] secret``) and ``/_paywall/transfer``
+(the login hand-off) in every mode; ``/_paywall/auth`` and
 ``/_paywall/deny`` in ``auth_request`` mode; anything else under ``/_paywall/`` is a 404; every
 other path is a page: decided and passed (``inline``: proxy mode and the middleware) or a 404
 (``auth_request`` mode serves no pages).
@@ -36,6 +38,7 @@ from multidict import CIMultiDict
 
 from gateway.config import Settings
 from gateway.errors import BadRequest
+from gateway.http.callbacks import CallbackReceiver, callback_step
 from gateway.http.credentials import SESSION_HEADER, query_values, session_token, transfer_token
 from gateway.http.forward import forward_headers, last_element, strip_query_param
 from gateway.http.forwarded import TrustedProxies
@@ -66,6 +69,7 @@ from gateway.http.steps import (
     decision,
     decision_headers,
 )
+from gateway.metrics import Metrics
 from gateway.service.cache import Clock
 from gateway.service.identity import Identity
 from gateway.service.outcome import AccessOutcome, AccessRequest, Credentials, Verdict
@@ -111,6 +115,8 @@ class FrontEnd:
         self._transfer_param = server.transfer_token_param
         self._cookie = server.session_cookie
         self._path_parameters = server.allow_path_parameters
+        self._callbacks = settings.callbacks
+        self._callbacks_on = bool(settings.callbacks.secret.get_secret_value())
 
     @property
     def trusted(self) -> TrustedProxies:
@@ -119,6 +125,10 @@ class FrontEnd:
     @property
     def pages(self) -> Pages:
         return self._pages
+
+    def callback_receiver(self, metrics: Metrics) -> CallbackReceiver:
+        """The receiver a driver runs :class:`~gateway.http.steps.Callback` steps with."""
+        return CallbackReceiver(self._callbacks, self._trusted, metrics)
 
     # --- what a request is ----------------------------------------------------------------------
 
@@ -148,6 +158,10 @@ class FrontEnd:
         return Check(Endpoint.PAGE, access, request, visitor, mode)
 
     def _internal(self, request: RequestView, path: str, query: str) -> Step:
+        if self._callbacks_on:  # off: the endpoint is an unknown path like any other
+            callback = callback_step(request, path)
+            if callback is not None:
+                return callback
         if path == "/_paywall/transfer":
             return self._transfer(request, path, query)
         if self._auth_mode:

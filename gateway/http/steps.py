@@ -13,6 +13,7 @@ from gateway.service.outcome import AccessOutcome, AccessRequest
 
 __all__ = [
     "Answer",
+    "Callback",
     "Check",
     "Decision",
     "Endpoint",
@@ -103,7 +104,17 @@ class Pass:
     record: Record
 
 
-Step = Check | Login | Answer
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """``/_paywall/callbacks[/{secret}]``: ``path_secret`` is the path segment after
+    ``/_paywall/callbacks/`` (None when there is none). The driver runs it with a
+    :class:`~gateway.http.callbacks.CallbackReceiver`: ``admit``, read the body, ``handle``."""
+
+    request: RequestView
+    path_secret: str | None
+
+
+Step = Check | Login | Answer | Callback
 
 
 def decision_headers(outcome: AccessOutcome) -> dict[str, str]:

@@ -269,9 +269,15 @@ class AccessService:
     # and, through the invalidation bus, every other process; a Redis failure propagates, so
     # the caller can answer "not done" (a webhook is then retried by the platform).
 
-    async def invalidate_customer(self, customer_id: str, source: str) -> None:
-        """Forget every cached access answer of ``customer_id`` (a callback said it changed)."""
+    async def invalidate_customer(
+        self, customer_id: str, source: str, *, sessions: bool = False
+    ) -> None:
+        """Forget every cached access answer of ``customer_id`` (a callback said it changed);
+        with ``sessions``, also every cached validation of the customer's sessions (the
+        customer changed or was deleted), so each of them is asked about again."""
         await self._cache.invalidate_customer(customer_id)
+        if sessions:
+            await self._identity.invalidate_customer_sessions(customer_id)
         self._metrics.invalidation(source)
 
     async def invalidate_session(self, token_hash: str, source: str) -> None:

@@ -11,6 +11,23 @@ key) can be dropped in O(1) by :meth:`PayloadCache.invalidate_customer`: the sco
 so the old entries become unreachable and age out instead of being searched for. The Redis tier
 uses the same scheme. :meth:`PayloadCache.invalidate_all` moves every scope at once.
 
+An entry may also name an *owner* (:attr:`CacheEntry.owner`): a second scope it belongs to,
+whose generation the tier records when it stores the entry and compares when a lookup finds
+it. The lookup does not need to know the owner in advance, which is the point: a session's
+validation is found by its token's hash, and only its value (the customer id) says whose it
+is. Invalidating the owner scope (``invalidate_customer(owner)``) therefore makes every entry it
+owns unreachable in O(1), without a list of them. The cost on a lookup is one dict lookup in
+L1 (the owner's generation record, usually absent) and, on an L2 hit, one Redis GET. Session
+validations are owned by ``sessions-of:<customer id>`` (:func:`sessions_scope`): per-customer
+session invalidation (a CUSTOMER CHANGE or DELETION callback). Across processes an owner scope
+is invalidated like any other scope: a new generation record in Redis, and a message on the
+invalidation bus naming the scope, which every process applies to its L1. The owner's generation
+is recorded when the entry is stored, i.e. after the platform answered: an invalidation that
+lands between the platform's answer and the store is not seen (a window of microseconds in L1,
+one Redis round trip in L2). When L1 forgets an old generation record (see
+:class:`MemoryCache`), entries stored under it no longer match and count as misses: a
+needless revalidation, never a stale hit.
+
 Keys are built by the caller and never hold a raw credential: sessions are keyed by a SHA-256 of
 the token (:func:`token_key`).
 
@@ -57,6 +74,11 @@ def token_key(kind: str, token: str) -> str:
     return digest_key(kind, hashlib.sha256(token.encode()).hexdigest())
 
 
+def sessions_scope(customer_id: str) -> str:
+    """The owner scope of every cached session validation of ``customer_id``."""
+    return f"sessions-of:{customer_id}"
+
+
 def digest_key(kind: str, digest: str) -> str:
     """The cache key of a credential known only by its SHA-256 (lower-case hex)."""
     return f"{kind}:{digest}"
@@ -72,6 +94,10 @@ class CacheEntry(Generic[T]):
     stale_until: datetime
     tier: str = field(default="l1", compare=False)
     """The tier that answered (``l1``, ``l2``): for the lookup metric only."""
+    owner: str | None = None
+    """A second scope the entry belongs to (module docstring): the tier records the owner's
+    generation when it stores the entry, and a lookup finds the entry only while that
+    generation is unchanged. None: the entry has no owner."""
 
     def fresh_at(self, now: datetime) -> bool:
         return now < self.fresh_until
@@ -142,9 +168,10 @@ class MemoryCache(Generic[T]):
     def __init__(self, max_entries: int, clock: Clock) -> None:
         self._clock = clock
         self._max_entries = max_entries
-        self._entries: TLRUCache[tuple[str, int], CacheEntry[T]] = TLRUCache(
+        # (key, scope generation) -> (entry, the owner's generation when it was stored)
+        self._entries: TLRUCache[tuple[str, int], tuple[CacheEntry[T], int]] = TLRUCache(
             maxsize=max_entries,
-            ttu=lambda _key, entry, _now: entry.stale_until.timestamp(),
+            ttu=lambda _key, stored, _now: stored[0].stale_until.timestamp(),
             timer=self._timestamp,
         )
         self._generations: dict[str, tuple[int, float]] = {}  # customer -> (generation, at)
@@ -173,7 +200,13 @@ class MemoryCache(Generic[T]):
     def peek(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
         """``get`` without awaiting: safe from any thread (see the module docstring)."""
         with self._lock:
-            return self._entries.get((key, self._generation(customer_id)))
+            stored = self._entries.get((key, self._generation(customer_id)))
+            if stored is None:
+                return None
+            entry, owner_generation = stored
+            if entry.owner is not None and self._generation(entry.owner) != owner_generation:
+                return None  # its owner was invalidated after it was stored
+            return entry
 
     async def set(
         self,
@@ -192,7 +225,8 @@ class MemoryCache(Generic[T]):
             if lifetime <= 0:
                 return
             self._longest = max(self._longest, lifetime)
-            self._entries[(key, current)] = entry
+            owner_generation = self._generation(entry.owner) if entry.owner is not None else 0
+            self._entries[(key, current)] = (entry, owner_generation)
 
     async def generation(self, customer_id: str) -> int:
         with self._lock:

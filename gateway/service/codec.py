@@ -140,33 +140,50 @@ class CustomerIdCodec:
 
 
 class EntryCodec(Generic[T]):
-    """A whole :class:`CacheEntry`: format version, the two instants, the value."""
+    """A whole :class:`CacheEntry`: format version, the two instants, the value, and for an
+    entry with an owner (:attr:`CacheEntry.owner`) a fifth element ``[owner, generation]``: the
+    owner's generation when the entry was stored. (A reader that only knows four elements
+    treats such an entry as unreadable: a miss, never a hit that skips the owner check.)"""
 
     VERSION = 1
 
     def __init__(self, values: ValueCodec[T]) -> None:
         self._values = values
 
-    def encode(self, entry: CacheEntry[T]) -> bytes:
-        return orjson.dumps(
-            [
-                self.VERSION,
-                _instant(entry.fresh_until),
-                _instant(entry.stale_until),
-                self._values.dump(entry.value),
-            ]
-        )
+    def encode(self, entry: CacheEntry[T], owner_generation: int = 0) -> bytes:
+        data: list[Any] = [
+            self.VERSION,
+            _instant(entry.fresh_until),
+            _instant(entry.stale_until),
+            self._values.dump(entry.value),
+        ]
+        if entry.owner is not None:
+            data.append([entry.owner, owner_generation])
+        return orjson.dumps(data)
 
     def decode(self, raw: bytes) -> CacheEntry[T]:
+        return self.decode_owned(raw)[0]
+
+    def decode_owned(self, raw: bytes) -> tuple[CacheEntry[T], int]:
+        """The entry and its owner's generation when it was stored (0 without an owner)."""
         try:
-            version, fresh_until, stale_until, value = orjson.loads(raw)
+            data = orjson.loads(raw)
+            owner: str | None = None
+            owner_generation = 0
+            if isinstance(data, list) and len(data) == 5:
+                owner, owner_generation = data.pop()
+                if not isinstance(owner, str) or type(owner_generation) is not int:
+                    raise CodecError("an entry's owner is [name, generation]")
+            version, fresh_until, stale_until, value = data
             if version != self.VERSION:
                 raise CodecError(f"entry format {version!r}, expected {self.VERSION}")
-            return CacheEntry(
+            entry = CacheEntry(
                 self._values.load(value),
                 _EPOCH + int(fresh_until) * _MICROSECOND,
                 _EPOCH + int(stale_until) * _MICROSECOND,
+                owner=owner,
             )
+            return entry, owner_generation
         except CodecError:
             raise
         except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, OverflowError) as exc:

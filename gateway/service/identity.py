@@ -33,6 +33,7 @@ from gateway.service.cache import (
     PayloadCache,
     PeekableCache,
     digest_key,
+    sessions_scope,
     token_key,
 )
 from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
@@ -206,7 +207,10 @@ class IdentityResolver:
             entry: CacheEntry[str | None] = CacheEntry(None, until, until)
         else:
             until = self._clock() + self._session_ttl
-            entry = CacheEntry(customer_id, until, until + self._stale_if_error)
+            # Owned by the customer: invalidate_customer_sessions ends it without knowing it.
+            entry = CacheEntry(
+                customer_id, until, until + self._stale_if_error, owner=sessions_scope(customer_id)
+            )
         await self._cache.set(key, entry, customer_id=key, generation=generation)
         return entry.value
 
@@ -215,6 +219,14 @@ class IdentityResolver:
         if not _SHA256_HEX.fullmatch(token_hash):
             raise ValueError("a session is named by the SHA-256 of its token, 64 hex digits")
         await self._cache.invalidate_customer(digest_key("session", token_hash.lower()))
+
+    async def invalidate_customer_sessions(self, customer_id: str) -> None:
+        """Forget every cached validation of ``customer_id``'s sessions, in O(1): each one is
+        owned by :func:`~gateway.service.cache.sessions_scope` of its customer (see
+        :mod:`gateway.service.cache`), and this moves that scope to a new generation in every
+        tier and, through the invalidation bus, every process. A remembered *rejection* has no
+        customer and is not affected (it stays a rejection)."""
+        await self._cache.invalidate_customer(sessions_scope(customer_id))
 
     async def invalidate_all(self) -> None:
         """Forget every session validation."""

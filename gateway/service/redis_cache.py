@@ -12,6 +12,10 @@ already hash every credential into their keys (:func:`~gateway.service.cache.tok
   generation it replaced has expired too (entries live at most ``max_lifetime``, and a value
   asked for before the invalidation is stored within the flight time that ``generation_ttl``
   adds on top). Records therefore do not pile up with every logout.
+* An entry with an owner (:attr:`~gateway.service.cache.CacheEntry.owner`: a session
+  validation's customer) is stored with the owner scope's generation at that moment, and a
+  lookup that finds it reads the owner's generation record too (one more GET, only on L2 hits
+  of owned entries) and treats a changed one as a miss.
 * :meth:`RedisCache.invalidate_all` moves to a new epoch (``INCR pwg:v1:epoch``). Each process
   keeps the epoch in memory (:class:`Epoch`, shared by its caches) and re-reads it when the
   invalidation bus says so or reconnects, so a lookup costs no extra round trip for it.
@@ -124,11 +128,15 @@ class RedisCache(Generic[T]):
         if not isinstance(raw, bytes):  # None: a miss (a str only with decode_responses=True)
             return None
         try:
-            entry = self._codec.decode(raw)
+            entry, owner_generation = self._codec.decode_owned(raw)
         except CodecError:
             return None
         if self._clock() >= entry.stale_until:
             return None
+        if entry.owner is not None and await self._scope_generation(entry.owner) != (
+            owner_generation
+        ):
+            return None  # its owner was invalidated after it was stored
         return replace(entry, tier=self.tier)
 
     async def set(
@@ -159,10 +167,15 @@ class RedisCache(Generic[T]):
             epoch, scope_generation = generation
             if customer_id is None:
                 scope_generation = None
+        owner_generation = 0
+        if entry.owner is not None:
+            owner_generation = await self._scope_generation(entry.owner)
         # Stored under the generation the value was asked for: after an invalidation that key
         # is never looked up again, so a late answer cannot resurface.
         await self._client.set(
-            self._key(key, epoch, scope_generation), self._codec.encode(entry), px=lifetime_ms
+            self._key(key, epoch, scope_generation),
+            self._codec.encode(entry, owner_generation),
+            px=lifetime_ms,
         )
 
     async def invalidate_customer(self, customer_id: str) -> None:

@@ -20,7 +20,7 @@ from gateway.errors import PlatformUnavailable
 from gateway.http.observe import Observer
 from gateway.http.policy import FrontEnd
 from gateway.http.request import RequestView
-from gateway.http.steps import Answer, Check, Endpoint, Login, Pass, Step
+from gateway.http.steps import Answer, Callback, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
 from gateway.service.access import AccessService
 from gateway.web.proxy import UpstreamProxy
@@ -36,12 +36,24 @@ def request_view(request: web.Request) -> RequestView:
     )
 
 
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """At most ``limit`` bytes of the request body: never more, whatever the client sends."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await request.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
 class Driver:
     """The request handlers; the service and upstream are attached when the app starts."""
 
     def __init__(self, frontend: FrontEnd, metrics: Metrics) -> None:
         self._frontend = frontend
         self._observer = Observer(metrics, frontend.trusted)
+        self._callbacks = frontend.callback_receiver(metrics)
         self._service: AccessService | None = None
         self._upstream: UpstreamProxy | None = None
         self._endpoints: dict[
@@ -70,6 +82,8 @@ class Driver:
             return await self._endpoints[step.endpoint](request, step, started)
         if isinstance(step, Login):
             return await self.transfer(request, step, started)
+        if isinstance(step, Callback):
+            return await self.callback(request, step, started)
         return self.reply(request, step, started)
 
     # --- one handler per endpoint -----------------------------------------------------------
@@ -98,6 +112,15 @@ class Driver:
             answer = self._frontend.login_answer(login, None, unavailable=True)
         else:
             answer = self._frontend.login_answer(login, identity, unavailable=False)
+        return self.reply(request, answer, started)
+
+    async def callback(self, request: web.Request, step: Callback, started: float) -> web.Response:
+        """``POST /_paywall/callbacks/{secret}``: a platform callback (gateway.http.callbacks)."""
+        receiver = self._callbacks
+        answer = receiver.admit(step)
+        if answer is None:
+            body = await read_limited(request, receiver.body_limit)
+            answer = await receiver.handle(step, body, self.service)
         return self.reply(request, answer, started)
 
     async def _decide(self, check: Check) -> Answer:
