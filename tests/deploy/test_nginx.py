@@ -304,6 +304,7 @@ async def start_site(
         access: dict[str, Any] | None = None,
         platform: dict[str, Any] | None = None,
         platform_server: TestServer | None = None,
+        callbacks: dict[str, Any] | None = None,
         gateway_down: bool = False,
     ) -> Site:
         if platform_server is None:
@@ -328,6 +329,7 @@ async def start_site(
                 **(server or {}),
             },
             access=access or {},
+            callbacks=callbacks or {},
             routes=ROUTES,
         )
         metrics = Metrics()
@@ -773,3 +775,40 @@ async def test_cached_grant_expires_with_x_accel_expires(start_site: StartSite) 
     assert site.auth_calls() == 2, "nginx kept the grant longer than X-Accel-Expires: 1"
     assert elapsed >= 1.0, f"the grant was dropped after {elapsed:.2f}s, before it expired"
     assert site.content_requests[-1]["headers"]["X-Paywall-Auth-Cache"] == "EXPIRED"
+
+
+# --- platform callbacks -------------------------------------------------------------------------
+
+CALLBACK_SECRET = "nginx-callback-secret-0123456789"
+
+
+@BOTH_CONFIGS
+async def test_callbacks_reach_the_gateway_and_the_secret_no_log(
+    start_site: StartSite, config: str
+) -> None:
+    site = await start_site(config, callbacks={"secret": CALLBACK_SECRET})
+    # The subscriber's grant is cached by the gateway (and by nginx in the cached variant).
+    assert (await site.get("/premium/story", session=PLAIN)).status == 200
+    body = json.dumps(
+        {"entityType": "CUSTOMER", "callbackType": "CHANGE", "entityId": "100001", "entity": {}}
+    )
+    url = f"http://127.0.0.1:{site.nginx.port}/_paywall/callbacks/{CALLBACK_SECRET}"
+    sent = {"Host": HOST, "Content-Type": "application/json"}
+    async with site.http.post(url, data=body, headers=sent) as reply:
+        assert reply.status == 200, await reply.text()
+    wrong = url.replace(CALLBACK_SECRET, "x" * len(CALLBACK_SECRET))
+    async with site.http.post(wrong, data=body, headers=sent) as reply:
+        assert reply.status == 404
+    async with site.http.post(url, data="x" * 70_000, headers=sent) as reply:
+        assert reply.status == 413  # nginx's own limit, before the gateway
+    callbacks = sum(
+        sample.value
+        for metric in site.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "paywall_callbacks_total" and sample.labels.get("result") == "invalidated"
+    )
+    assert callbacks == 1
+    logged = (site.nginx.prefix / "access.log").read_text(encoding="utf-8")
+    assert "/premium/story" in logged  # the log is written, but not for callbacks
+    assert CALLBACK_SECRET not in logged
+    assert "_paywall/callbacks" not in logged
