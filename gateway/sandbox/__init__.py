@@ -13,5 +13,7 @@ It computes ``accessGranted`` with its own small implementation
 Layout: ``model`` (the in-memory world) ← ``data`` (seed file loading) ← ``access``
 (accessGranted) ← ``wire`` (JSON shapes) ← ``routes_*`` (handlers) ← ``app`` (wiring) ← ``cli``.
 ``calls`` counts the requests answered per operation, for tests and benchmarks
-(``GET /_sandbox/calls``, outside the API prefix).
+(``GET /_sandbox/calls``, outside the API prefix); ``routes_sandbox`` holds the simulator-only
+operations (buy, cancel, block, unblock, delete a customer) that send the platform's callbacks
+through ``callbacks``.
 """

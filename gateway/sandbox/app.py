@@ -11,7 +11,9 @@ wrapper also counts every answered request under its operation's OpenAPI ``opera
 Outside the API prefix, one simulator-only resource that the platform does not have:
 ``/_sandbox/calls`` (:data:`CALLS_PATH`) — ``GET``: the counts as JSON; ``DELETE``: the counts,
 then zero. It asks for the same ``X-plenigo-token`` as the API, and adds no latency, injects no
-failures and is not counted itself.
+failures and is not counted itself. The simulator-only operations that play a customer or
+the merchant (buy, cancel, block, unblock, delete) and the callback deliveries they cause live
+under ``/_sandbox/`` too (:mod:`gateway.sandbox.routes_sandbox`).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import copy
 import functools
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from gateway.sandbox import api_errors, routes_access, routes_sessions
+from gateway.sandbox import api_errors, routes_access, routes_sandbox, routes_sessions
 from gateway.sandbox.api_errors import ApiError
 from gateway.sandbox.callbacks import CallbackSender
 from gateway.sandbox.calls import UNKNOWN_OPERATION
@@ -174,7 +176,9 @@ def create_app(
         zone=_zone(options.time_zone),
         clock=clock or (lambda: datetime.now(UTC)),
         rng=rng or random.Random(),  # noqa: S311 - failure injection, not cryptography
-        callbacks=CallbackSender(options.callback_url) if options.callback_url else None,
+        callbacks=CallbackSender(
+            options.callback_url, tries=options.callback_tries, backoff=options.callback_backoff
+        ),
     )
     app = web.Application(handler_args=_HANDLER_ARGS)
     app[STATE] = state
@@ -182,17 +186,12 @@ def create_app(
         operation = OPERATION_IDS[(method, path)]
         app.router.add_route(method, API_PREFIX + path, _endpoint(handler, operation))
     app.router.add_route("*", CALLS_PATH, _calls)
+    for method, path, handler in routes_sandbox.ROUTES:
+        app.router.add_route(method, path, handler)
     app.router.add_route("*", "/{tail:.*}", _endpoint(_not_found, UNKNOWN_OPERATION))
-    if state.callbacks is not None:
-        app.cleanup_ctx.append(_callbacks_ctx)
+    app.on_cleanup.append(_close_callbacks)
     return app
 
 
-async def _callbacks_ctx(app: web.Application) -> AsyncIterator[None]:
-    sender = app[STATE].callbacks
-    if sender is None:  # pragma: no cover - only registered when there is a sender
-        yield
-        return
-    await sender.start()
-    yield
-    await sender.close()
+async def _close_callbacks(app: web.Application) -> None:
+    await app[STATE].callbacks.close()

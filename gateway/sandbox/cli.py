@@ -43,6 +43,11 @@ status. GET {CALLS_PATH} (outside {API_PREFIX}) returns them as JSON:
 {{"total": N, "calls": {{operationId: N}}, "statuses": {{operationId: {{status: N}}}}}};
 DELETE {CALLS_PATH} returns them and resets them to zero. Both need the same
 X-plenigo-token as the API when --api-token is set. The real platform has no such endpoint.
+
+simulator-only operations (same token): POST /_sandbox/customers/ID/buy and .../cancel with
+{{"accessRightUniqueId": "premium"}} (cancel also takes "endDate", default now), POST
+.../block and .../unblock, DELETE /_sandbox/customers/ID. With --callback-url they send the
+platform's callbacks (SUBSCRIPTION, ORDER, CUSTOMER); GET /_sandbox/callbacks lists deliveries.
 """
 
 
@@ -101,7 +106,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--callback-url",
         default=None,
-        help="POST a CUSTOMER/CHANGE callback here when access rights change",
+        help="POST the platform's callbacks here (buy, cancel, block, unblock, delete under "
+        "/_sandbox/customers/ID); default: none sent",
+    )
+    parser.add_argument(
+        "--callback-tries",
+        type=int,
+        default=5,
+        help="tries per callback, with a backoff from 0.1 s doubling up to 2 s (%(default)s)",
     )
 
 
@@ -153,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             time_zone=args.time_zone,
             transfer_token_ttl=args.transfer_token_ttl,
             callback_url=args.callback_url,
+            callback_tries=args.callback_tries,
         )
         create_app(data, options)  # validates the options (e.g. the time zone) before binding
     except ValueError as exc:

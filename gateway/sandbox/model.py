@@ -121,3 +121,20 @@ class SandboxData:
             if i.item_id.isdigit() and len(i.item_id) < 18
         ]
         return str(max(numeric, default=9000) + 1)
+
+
+@dataclass(slots=True)
+class Subscription:
+    """A subscription bought through the simulator-only ``buy`` operation: it backs one
+    access-right item (``item``), whose id is the subscription id. ``status`` is ``ACTIVE``,
+    ``CANCELLED`` (ends at ``end``) or ``ENDED``."""
+
+    subscription_id: int
+    order_id: int
+    customer_id: str
+    item: AccessRightItem
+    start: datetime
+    status: str = "ACTIVE"
+    end: datetime | None = None
+    cancellation_date: datetime | None = None
+    changed_date: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -7,9 +7,10 @@ Stored on the application under :data:`STATE` (a typed ``web.AppKey``); nothing 
 from __future__ import annotations
 
 import hmac
+import itertools
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -19,7 +20,7 @@ from aiohttp import web
 from gateway.sandbox import api_errors
 from gateway.sandbox.callbacks import CallbackSender
 from gateway.sandbox.calls import CallCounter
-from gateway.sandbox.model import Customer, SandboxData, Session
+from gateway.sandbox.model import Customer, SandboxData, Session, Subscription
 
 Clock = Callable[[], datetime]
 
@@ -29,8 +30,9 @@ class SandboxOptions:
     """How the simulator behaves beyond its data.
 
     ``error_rate`` and ``rate_limit_rate`` are fractions of requests (0-1) answered 500 and 429;
-    ``callback_url``, when set, receives a ``CUSTOMER`` / ``CHANGE`` callback whenever a
-    customer's access rights change through the API.
+    ``callback_url``, when set, receives the callbacks the platform would send
+    (:mod:`gateway.sandbox.callbacks`), each tried up to ``callback_tries`` times with a backoff
+    doubling from ``callback_backoff`` seconds.
     """
 
     api_token: str | None = None
@@ -41,6 +43,8 @@ class SandboxOptions:
     time_zone: str = "Europe/Berlin"
     transfer_token_ttl: float = 30.0
     callback_url: str | None = None
+    callback_tries: int = 5
+    callback_backoff: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "rate_limit_rate"):
@@ -51,6 +55,8 @@ class SandboxOptions:
             raise ValueError("error_rate + rate_limit_rate must not exceed 1")
         if self.latency < 0 or self.transfer_token_ttl <= 0 or self.retry_after < 0:
             raise ValueError("latency and retry_after must be >= 0, transfer_token_ttl > 0")
+        if self.callback_tries < 1 or self.callback_backoff < 0:
+            raise ValueError("callback_tries must be >= 1, callback_backoff >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,9 @@ class SandboxState:
     clock: Clock
     rng: random.Random
     transfer_tokens: dict[str, TransferToken] = field(default_factory=dict)
-    callbacks: CallbackSender | None = None
+    callbacks: CallbackSender = field(default_factory=lambda: CallbackSender(None))
+    subscriptions: dict[int, Subscription] = field(default_factory=dict)
+    order_ids: Iterator[int] = field(default_factory=lambda: itertools.count(5001))
     calls: CallCounter = field(default_factory=CallCounter)
 
     def now(self) -> datetime:
@@ -144,9 +152,9 @@ class SandboxState:
         return session
 
     def customer_changed(self, customer: Customer) -> None:
+        """Note a change to ``customer``'s access rights. No callback: the seeds document none
+        for direct access-right edits (what bounds staleness then is the gateway's max_ttl)."""
         customer.changed_date = self.now()
-        if self.callbacks is not None:
-            self.callbacks.customer_changed(customer)
 
 
 STATE = web.AppKey("sandbox_state", SandboxState)

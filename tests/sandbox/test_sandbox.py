@@ -1,4 +1,5 @@
-"""The simulator's behaviour: accessGranted semantics, seed loading, options, callbacks, CLI."""
+"""The simulator's behaviour: accessGranted semantics, seed loading, options, CLI (callbacks:
+test_callbacks_sent.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway.sandbox import cli
 from gateway.sandbox.access import in_daily_window, item_granted
@@ -30,7 +30,6 @@ from gateway.sandbox.data import (
     parse_instant,
 )
 from gateway.sandbox.model import AccessRightItem, SandboxData
-from gateway.sandbox.state import STATE
 from tests.conftest import REPO_ROOT
 from tests.sandbox.conftest import API, FIXED_NOW, SEED_FILE, ClientFactory, FakeClock
 
@@ -432,37 +431,6 @@ def test_invalid_options_are_refused(kwargs: dict[str, Any]) -> None:
 def test_unknown_time_zone_is_refused(seed_data: SandboxData) -> None:
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         create_app(seed_data, SandboxOptions(time_zone="Mars/Olympus"))
-
-
-async def test_changes_send_callbacks(make_client: ClientFactory) -> None:
-    received: list[dict[str, Any]] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.Response(status=204)
-
-    receiver = web.Application()
-    receiver.router.add_post("/callbacks", receive)
-    server = TestServer(receiver)
-    await server.start_server()
-    try:
-        client = await make_client(SandboxOptions(callback_url=str(server.make_url("/callbacks"))))
-        await client.get(f"{API}/accessRights/100001")  # reads send nothing
-        resp = await client.put(f"{API}/accessRights/100004/premium/7006/unblock")
-        assert resp.status == 202
-        sender = client.app[STATE].callbacks  # type: ignore[index]
-        assert sender is not None
-        await sender.drain()
-    finally:
-        await server.close()
-    assert received == [
-        {
-            "entityType": "CUSTOMER",
-            "callbackType": "CHANGE",
-            "entityId": "100004",
-            "entity": {"customerId": "100004", "status": "ACTIVATED"},
-        }
-    ]
 
 
 # --- isolation from the decision core -------------------------------------------------------
