@@ -47,6 +47,9 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
+EndpointHandler = Callable[[web.Request, RequestView, Check, float], Awaitable[web.StreamResponse]]
+
+
 class Driver:
     """The request handlers; the service and upstream are attached when the app starts."""
 
@@ -56,9 +59,7 @@ class Driver:
         self._callbacks = frontend.callback_receiver(metrics)
         self._service: AccessService | None = None
         self._upstream: UpstreamProxy | None = None
-        self._endpoints: dict[
-            Endpoint, Callable[[web.Request, Check, float], Awaitable[web.StreamResponse]]
-        ] = {
+        self._endpoints: dict[Endpoint, EndpointHandler] = {
             Endpoint.PAGE: self.page,
             Endpoint.AUTH: self.auth,
             Endpoint.DENY: self.deny,
@@ -77,34 +78,43 @@ class Driver:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one route: what the policy says the request is, and its handler."""
         started = perf_counter()
-        step: Step = self._frontend.route(request_view(request))
+        view = request_view(request)  # built once: the policy and the access log read it
+        step: Step = self._frontend.route(view)
         if isinstance(step, Check):
-            return await self._endpoints[step.endpoint](request, step, started)
+            return await self._endpoints[step.endpoint](request, view, step, started)
         if isinstance(step, Login):
-            return await self.transfer(request, step, started)
+            return await self.transfer(request, view, step, started)
         if isinstance(step, Callback):
-            return await self.callback(request, step, started)
-        return self.reply(request, step, started)
+            return await self.callback(request, view, step, started)
+        return self.reply(view, step, started)
 
     # --- one handler per endpoint -----------------------------------------------------------
 
-    async def page(self, request: web.Request, check: Check, started: float) -> web.StreamResponse:
+    async def page(
+        self, request: web.Request, view: RequestView, check: Check, started: float
+    ) -> web.StreamResponse:
         """A page in proxy mode: decided, then streamed from the upstream or refused."""
         outcome = await self.service.check(check.access)
         step = self._frontend.answer(check, outcome)
         if isinstance(step, Answer):
-            return self.reply(request, step, started)
-        return await self.forward(request, step, started)
+            return self.reply(view, step, started)
+        return await self.forward(request, view, step, started)
 
-    async def auth(self, request: web.Request, check: Check, started: float) -> web.StreamResponse:
+    async def auth(
+        self, request: web.Request, view: RequestView, check: Check, started: float
+    ) -> web.StreamResponse:
         """``/_paywall/auth``: the decision about nginx's / Traefik's / Caddy's original request."""
-        return self.reply(request, await self._decide(check), started)
+        return self.reply(view, await self._decide(check), started)
 
-    async def deny(self, request: web.Request, check: Check, started: float) -> web.StreamResponse:
+    async def deny(
+        self, request: web.Request, view: RequestView, check: Check, started: float
+    ) -> web.StreamResponse:
         """``/_paywall/deny``: the answer proxy mode would give the refused visitor."""
-        return self.reply(request, await self._decide(check), started)
+        return self.reply(view, await self._decide(check), started)
 
-    async def transfer(self, request: web.Request, login: Login, started: float) -> web.Response:
+    async def transfer(
+        self, request: web.Request, view: RequestView, login: Login, started: float
+    ) -> web.Response:
         """``/_paywall/transfer``: exchange the token, set the cookie, 303."""
         try:
             identity = await self.service.login(login.token)
@@ -112,16 +122,18 @@ class Driver:
             answer = self._frontend.login_answer(login, None, unavailable=True)
         else:
             answer = self._frontend.login_answer(login, identity, unavailable=False)
-        return self.reply(request, answer, started)
+        return self.reply(view, answer, started)
 
-    async def callback(self, request: web.Request, step: Callback, started: float) -> web.Response:
+    async def callback(
+        self, request: web.Request, view: RequestView, step: Callback, started: float
+    ) -> web.Response:
         """``POST /_paywall/callbacks/{secret}``: a platform callback (gateway.http.callbacks)."""
         receiver = self._callbacks
         answer = receiver.admit(step)
         if answer is None:
             body = await read_limited(request, receiver.body_limit)
             answer = await receiver.handle(step, body, self.service)
-        return self.reply(request, answer, started)
+        return self.reply(view, answer, started)
 
     async def _decide(self, check: Check) -> Answer:
         outcome = await self.service.check(check.access)
@@ -130,18 +142,20 @@ class Driver:
             raise RuntimeError(f"{check.endpoint} cannot pass a request")
         return step
 
-    async def forward(self, request: web.Request, step: Pass, started: float) -> web.StreamResponse:
+    async def forward(
+        self, request: web.Request, view: RequestView, step: Pass, started: float
+    ) -> web.StreamResponse:
         self._observer.decided(step.record, started)
         upstream = self._upstream
         if upstream is None:
             raise RuntimeError("proxy mode without an upstream")
         response = await upstream.forward(request, step.path, step.headers, private=step.private)
-        self._observer.logged(request_view(request), step.record, response.status, started)
+        self._observer.logged(view, step.record, response.status, started)
         return response
 
-    def reply(self, request: web.Request, answer: Answer, started: float) -> web.Response:
+    def reply(self, view: RequestView, answer: Answer, started: float) -> web.Response:
         response = reply_response(answer.reply)
         if answer.record is not None:
             self._observer.decided(answer.record, started)
-            self._observer.logged(request_view(request), answer.record, response.status, started)
+            self._observer.logged(view, answer.record, response.status, started)
         return response

@@ -217,7 +217,7 @@ class UpstreamProxy:
         options = self._options
         headers = forward_headers(
             incoming.items(),
-            {},
+            paywall_headers,
             peer_trusted=peer_trusted,
             session_cookie=options.session_cookie,
             session_header=options.session_header,
@@ -228,8 +228,6 @@ class UpstreamProxy:
         add_forwarded(
             headers, incoming, peer=request.remote, scheme=request.scheme, peer_trusted=peer_trusted
         )
-        for name, value in paywall_headers.items():
-            headers[name] = value
         return headers
 
     def response_headers(

@@ -9,6 +9,7 @@ tests; module-scoped fixtures start each server once for many tests.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -179,3 +180,28 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(STOP_SECONDS)
+
+
+def raw_request(
+    port: int, target: str, lines: Sequence[tuple[str, str]] = (), method: str = "GET"
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request to 127.0.0.1:``port``: ``target`` sent as it is (no re-encoding), header
+    lines as they are (repeated names stay separate lines)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in lines:
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def app_requests(log: Path) -> list[dict[str, Any]]:
+    """What a test app received, from its JSON-lines log (tests/conformance/apps_*.py)."""
+    if not log.exists():
+        return []
+    lines = log.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]

@@ -44,7 +44,9 @@ from tests.conformance.servers import (
     ServerProcess,
     ThreadedServer,
     ThreadedSimulator,
+    app_requests,
     config_toml,
+    raw_request,
 )
 from tests.conftest import free_port
 
@@ -79,22 +81,10 @@ class Target:
 
     def get(self, target: str, lines: Lines = ()) -> tuple[int, Message, bytes]:
         """One GET with exactly these header lines (sent as given, no re-encoding)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.putrequest("GET", target, skip_accept_encoding=True)
-            for name, value in lines:
-                connection.putheader(name, value)
-            connection.endheaders()
-            response = connection.getresponse()
-            return response.status, response.headers, response.read()
-        finally:
-            connection.close()
+        return raw_request(self.port, target, lines)
 
     def received(self) -> list[dict[str, Any]]:
-        if not self.app_log.exists():
-            return []
-        lines = self.app_log.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return app_requests(self.app_log)
 
 
 def gateway_sections(platform: ThreadedSimulator) -> dict[str, Any]:

@@ -12,13 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +21,9 @@ from typing import Any
 import gunicorn
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conformance.servers import ServerProcess, app_requests, raw_request
+from tests.conftest import free_port
 from tests.wsgi.conftest import (
-    API_TOKEN,
     NO_RIGHTS,
     PLAIN,
     ThreadedSimulator,
@@ -37,8 +31,6 @@ from tests.wsgi.conftest import (
     settings_sections,
 )
 
-START_SECONDS = 20.0
-STOP_SECONDS = 10.0
 Lines = tuple[tuple[str, str], ...]
 
 
@@ -53,34 +45,14 @@ class Gunicorn:
         self, target: str, lines: Lines = (), method: str = "GET"
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """``target`` sent as it is (no re-encoding), with header lines as they are."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.putrequest(method, target, skip_accept_encoding=True)
-            for name, value in lines:
-                connection.putheader(name, value)
-            connection.endheaders()
-            response = connection.getresponse()
-            return response.status, response.headers, response.read()
-        finally:
-            connection.close()
+        return raw_request(self.port, target, lines, method)
 
     def received(self) -> list[dict[str, Any]]:
-        if not self.app_log.exists():
-            return []
-        text = self.app_log.read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return app_requests(self.app_log)
 
     def fresh_session(self, customer_id: str = "100001") -> str:
         """A session the gateway has never seen (so nothing about it is cached)."""
-        request = urllib.request.Request(
-            f"{self.simulator.base_url}/sessions/{customer_id}",
-            data=b"{}",
-            headers={"X-plenigo-token": API_TOKEN, "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            token: str = json.load(response)["customerSession"]
-            return token
+        return self.simulator.fresh_session(customer_id)
 
 
 def gunicorn_command(port: int) -> list[str]:
@@ -111,39 +83,14 @@ def server(
     config = workdir / "gateway.toml"
     config.write_text(config_toml(settings_sections(simulator)), encoding="utf-8")
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PAYWALL_")}
-    env["PAYWALL_TEST_CONFIG"] = str(config)
-    env["PAYWALL_TEST_APP_LOG"] = str(workdir / "app.jsonl")
-    server_log = workdir / "server.log"
-    with server_log.open("wb") as out:
-        process = subprocess.Popen(
-            gunicorn_command(port),
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    app_log = workdir / "app.jsonl"
+    env = {"PAYWALL_TEST_CONFIG": str(config), "PAYWALL_TEST_APP_LOG": str(app_log)}
+    server = ServerProcess(gunicorn_command(port), port, workdir / "server.log", env)
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not start:\n{server_log.read_text()}")
-                time.sleep(0.05)
-        yield Gunicorn(port, workdir / "app.jsonl", server_log, simulator)
+        yield Gunicorn(port, app_log, server.log, simulator)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_SECONDS)
-            pytest.fail(f"gunicorn did not stop within {STOP_SECONDS} s")
-    output = server_log.read_text(errors="replace")
+        code = server.stop()  # SIGTERM, then SIGKILL past the bound: a non-zero code
+    output = server.output()
     assert code == 0, output
     for sign in ("Traceback", "Unclosed", "Task was destroyed", "did not close"):
         assert sign not in output, output
