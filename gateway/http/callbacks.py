@@ -46,9 +46,9 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
+from gateway import strict_json
 from gateway.config import CallbacksSettings
 from gateway.http.forwarded import TrustedProxies
 from gateway.http.replies import JSON, NO_STORE, Reply, text_reply
@@ -152,19 +152,6 @@ def logged_path(path: str) -> str:
     return path
 
 
-def _reject_constant(name: str) -> Any:
-    raise InvalidCallback(f"{name} is not JSON")
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidCallback("duplicate key in a JSON object")
-        result[key] = value
-    return result
-
-
 def _customer_id(value: object, field: str) -> str | None:
     """A customer-id field's value as an id; None when it is empty (null, "")."""
     if value is None or value == "":
@@ -200,9 +187,11 @@ def parse_callback(body: bytes) -> ParsedCallback:
     except UnicodeDecodeError:
         raise InvalidCallback("the body is not UTF-8") from None
     try:
-        data = json.loads(text, object_pairs_hook=_object, parse_constant=_reject_constant)
-    except InvalidCallback:
-        raise
+        data = strict_json.loads(text)
+    except strict_json.RepeatedKey:
+        raise InvalidCallback("duplicate key in a JSON object") from None
+    except strict_json.JsonConstant as exc:
+        raise InvalidCallback(str(exc)) from None
     except RecursionError:
         raise InvalidCallback("the JSON is nested too deeply") from None
     except ValueError:  # JSONDecodeError, and integers too long to convert

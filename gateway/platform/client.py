@@ -57,7 +57,6 @@ off like a 5xx. The last 429 raises ``RateLimited``; other exhausted retries rai
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -66,13 +65,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from yarl import URL
 
+from gateway import strict_json
 from gateway.config import PlatformSettings
 from gateway.core.payload import AccessPayload
 from gateway.errors import (
@@ -410,17 +410,6 @@ def _query_ids(access_right_ids: Sequence[str]) -> str:
     return ",".join(ids)
 
 
-class _RepeatedKey(ValueError):
-    """A JSON object named one key twice."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _RepeatedKey
-    return result
-
-
 def _repeated_key(body: bytes) -> bool | None:
     """Whether a JSON body names one key twice in an object, at any depth; None when the
     standard library cannot read it as JSON.
@@ -430,8 +419,8 @@ def _repeated_key(body: bytes) -> bool | None:
     of bodies already validated: microseconds, on the miss path only.
     """
     try:
-        json.loads(body, object_pairs_hook=_unique_keys)
-    except _RepeatedKey:
+        strict_json.loads(body)
+    except strict_json.RepeatedKey:
         return True
     except (ValueError, RecursionError):
         return None

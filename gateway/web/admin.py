@@ -16,7 +16,6 @@ invalidation bus, every other process. 400 with a short reason for any other bod
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway import strict_json
 from gateway.core.tokens import visible_token
 from gateway.platform.models import is_customer_id
 from gateway.service.access import AccessService
@@ -137,9 +137,11 @@ async def invalidate(request: web.Request) -> web.Response:
     if len(body) > BODY_LIMIT:
         return _bad("body too large")
     try:
-        target = parse_target(json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates))
+        target = parse_target(strict_json.loads(body.decode("utf-8")))
     except BadInvalidation as exc:
         return _bad(str(exc))
+    except strict_json.RepeatedKey:
+        return _bad("duplicate key")
     except (UnicodeDecodeError, ValueError, RecursionError):
         return _bad("body is not valid JSON")
     runtime = request.app[MAIN_APP].get(RUNTIME)
@@ -157,13 +159,6 @@ async def invalidate(request: web.Request) -> web.Response:
         f" {target.value}" if target.kind == "customer" else "",
     )
     return web.json_response({"invalidated": target.describe()}, headers=NO_STORE)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise BadInvalidation("duplicate key")
-    return dict(pairs)
 
 
 def _bad(reason: str) -> web.Response:
