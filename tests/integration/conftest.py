@@ -171,8 +171,19 @@ class Simulator:
             return counts
 
 
-async def start_simulator(processes: Processes, *, port: int, latency: float) -> Simulator:
-    """``python -m gateway sandbox`` on ``port``; returns once it prints its start-up line."""
+async def start_simulator(
+    processes: Processes,
+    *,
+    port: int,
+    latency: float,
+    callback_url: str | None = None,
+    callback_tries: int = 5,
+) -> Simulator:
+    """``python -m gateway sandbox`` on ``port``; returns once it prints its start-up line.
+
+    With ``callback_url`` it posts the platform's callbacks there (``callback_tries`` tries each).
+    """
+    callbacks = [] if callback_url is None else ["--callback-url", callback_url]
     process = processes.start(
         "sandbox",
         [
@@ -186,6 +197,9 @@ async def start_simulator(processes: Processes, *, port: int, latency: float) ->
             API_TOKEN,
             "--latency",
             str(latency),
+            "--callback-tries",
+            str(callback_tries),
+            *callbacks,
         ],
     )
 
@@ -310,15 +324,22 @@ async def start_gateway(
     access: dict[str, Any] | None = None,
     cache: dict[str, Any] | None = None,
     platform: dict[str, Any] | None = None,
+    callbacks: dict[str, Any] | None = None,
+    port: int | None = None,
 ) -> Gateway:
-    """``python -m gateway serve`` in auth_request mode; returns once it listens."""
-    port = free_port()
+    """``python -m gateway serve`` in auth_request mode; returns once it listens.
+
+    ``port`` is the public port (default: a free one); ``callbacks`` the ``[callbacks]`` section
+    (default: none, the receiver is off).
+    """
+    port = port or free_port()
     config = write_gateway_config(
         processes.tmp_path / f"{name}.toml",
         {
             "platform": {"base_url": platform_url, "api_token": API_TOKEN, **(platform or {})},
             "access": access or {},
             "cache": {"redis_url": redis_url, **(cache or {})},
+            **({} if callbacks is None else {"callbacks": callbacks}),
             "server": {
                 "mode": "auth_request",
                 "host": "127.0.0.1",

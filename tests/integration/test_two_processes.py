@@ -5,9 +5,8 @@ private ``redis-server`` per test, and two gateways in ``auth_request`` mode wit
 ``[cache] redis_url``. The simulator's call counter (``/_sandbox/calls``) says how many platform
 calls the gateways made between them.
 
-Not here yet: an invalidation reaching the second process end to end. The gateway has no
-entry point for invalidations (no callback endpoint, admin route or CLI command) — publishing on
-the bus channel from the test would only test the bus. It belongs with the callback endpoint.
+An invalidation reaching the second process end to end, through the platform's callbacks, is
+tested in test_callbacks_two_processes.py.
 """
 
 from __future__ import annotations
