@@ -56,6 +56,7 @@ from urllib.parse import quote, unquote
 
 from multidict import CIMultiDict
 
+from gateway import access_log
 from gateway.config import Settings, load_settings
 from gateway.core.policy import AccessRule
 from gateway.errors import PlatformUnavailable
@@ -212,6 +213,7 @@ class PaywallMiddleware:
             stack, self._resources, self._runtime = self._resources, None, None
             if stack is not None:
                 await stack.aclose()
+        await asyncio.to_thread(access_log.flush)  # the lines of the last requests, written
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         failed = False

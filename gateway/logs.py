@@ -6,6 +6,9 @@ record's ``fields`` dict (``log.info("request", extra={"fields": {...}})``) merg
 ``[redacted]`` wherever they appear: in the message, in field values, in tracebacks — under
 every name the gateway itself would read a credential from, by the same name rules
 (:mod:`gateway.http.names`: ``transfer%54oken=``, ``PAYWALL_SESSION=``, ``paywall_session="…"``).
+
+The access log's lines (one per request) have the same shape and redaction, but are made and
+written in batches off the request path: :mod:`gateway.access_log`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import unquote
 
 from gateway.config import LoggingSettings
@@ -259,25 +262,29 @@ def configure_logging(
     *,
     secret_cookie: str | None = None,
     secret_params: Iterable[str] = (),
+    stream: TextIO | None = None,
 ) -> None:
-    """JSON lines on stderr at ``settings.level``; the access log on or off.
+    """JSON lines on ``stream`` (default: stderr) at ``settings.level``; the access log on or
+    off. Process-wide, like the logging module: a second call replaces the first.
 
     ``secret_cookie`` / ``secret_params`` name the configured session cookie and transfer-token
-    parameter, redacted in addition to the defaults. The ``gateway.access`` logger logs at INFO
-    whenever ``access_log`` is true, whatever the level; aiohttp's own access log is silenced.
+    parameter, redacted in addition to the defaults. The access log (:mod:`gateway.access_log`:
+    logger ``gateway.access``, one line per request, written in batches by a thread of its own)
+    is on whenever ``access_log`` is true, whatever the level; aiohttp's own access log is
+    silenced.
     """
-    handler = _GatewayHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(Redactor(secret_cookie=secret_cookie, secret_params=secret_params))
-    )
+    from gateway import access_log  # it builds on this module
+
+    out = stream if stream is not None else sys.stderr
+    redactor = Redactor(secret_cookie=secret_cookie, secret_params=secret_params)
+    handler = _GatewayHandler(out)
+    handler.setFormatter(JsonFormatter(redactor))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.level.upper())
 
-    access = logging.getLogger("gateway.access")
-    access.disabled = not settings.access_log
-    access.setLevel(logging.INFO if settings.access_log else logging.NOTSET)
+    access_log.install(access_log.AccessLog(redactor, out) if settings.access_log else None)
 
     logging.getLogger("aiohttp.access").disabled = True

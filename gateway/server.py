@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway import access_log
 from gateway.config import Settings
 from gateway.logs import configure_logging
 from gateway.web.admin import create_admin_app
@@ -118,6 +119,7 @@ async def _serve(settings: Settings) -> int:
         )
     finally:
         failed = await _cleanup(started)
+        access_log.flush()  # every line, those of requests that finished while draining too
         for signum in SIGNALS:
             loop.remove_signal_handler(signum)
     log.info("stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -11,10 +12,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gateway import access_log
+from gateway.access_log import AccessLog
+from gateway.logs import Redactor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,3 +148,58 @@ def openapi_spec() -> dict[str, Any]:
         pytest.fail(f"the OpenAPI subset is missing at {OPENAPI_SPEC}", pytrace=False)
     spec: dict[str, Any] = json.loads(OPENAPI_SPEC.read_text(encoding="utf-8"))
     return spec
+
+
+# --- the process's access log, captured -------------------------------------------------------
+
+
+class RecordingAccessLog(AccessLog):
+    """An access log that also keeps the raw values it was handed."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        super().__init__(Redactor(), stream)
+        self.raw: list[tuple[Any, ...]] = []
+
+    def log(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        verdict: str,
+        reason: str,
+        cache: str,
+        customer_id: str | None,
+        client: str,
+        duration: float,
+    ) -> None:
+        values = (method, path, status, verdict, reason, cache, customer_id, client, duration)
+        self.raw.append(values)
+        super().log(*values)
+
+
+@dataclass
+class AccessCapture:
+    log: RecordingAccessLog
+    stream: io.StringIO
+
+    def text(self) -> str:
+        """Everything written so far (after a flush)."""
+        assert self.log.flush()
+        return self.stream.getvalue()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every line written so far (after a flush), parsed."""
+        return [json.loads(line) for line in self.text().splitlines()]
+
+
+@pytest.fixture
+def access_capture() -> Iterator[AccessCapture]:
+    """The process's access log, into a string (and the raw values it was given)."""
+    stream = io.StringIO()
+    capture = AccessCapture(RecordingAccessLog(stream), stream)
+    previous = access_log.current
+    access_log.install(capture.log)
+    try:
+        yield capture
+    finally:
+        access_log.install(previous)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
+from gateway import access_log
 from gateway.config import LoggingSettings
 from gateway.http.credentials import query_values
 from gateway.http.names import cookie_name
@@ -322,12 +323,13 @@ def test_real_access_record_keeps_nothing_secret(capture: Capture) -> None:
 
 @pytest.fixture
 def logging_state() -> Iterator[None]:
-    """Restores the loggers configure_logging touches."""
+    """Restores the loggers and the access log configure_logging touches."""
     names = ("", "gateway.access", "aiohttp.access")
     saved = []
     for name in names:
         logger = logging.getLogger(name)
         saved.append((logger, logger.level, logger.disabled, logger.propagate, logger.handlers[:]))
+    previous_access_log = access_log.current
     try:
         yield
     finally:
@@ -336,6 +338,7 @@ def logging_state() -> Iterator[None]:
             logger.disabled = disabled
             logger.propagate = propagate
             logger.handlers[:] = handlers
+        access_log.install(previous_access_log)
 
 
 def stderr_lines(text: str) -> list[dict[str, Any]]:
@@ -357,19 +360,53 @@ def test_configure_logging_writes_json_to_stderr_at_the_level(
     assert lines[0]["logger"] == "gateway.somewhere"
 
 
+def log_request(status: int) -> None:
+    """One access-log line, the way Observer.logged hands it over, if the access log is on."""
+    writer = access_log.current
+    if writer is not None:
+        writer.log(
+            "GET", "/a?tt=cfg-secret", status, "public", "public", "none", None, "::1", 0.001
+        )
+
+
 @pytest.mark.usefixtures("logging_state")
 def test_access_log_follows_its_switch(capsys: pytest.CaptureFixture[str]) -> None:
-    access = logging.getLogger("gateway.access")
-    configure_logging(LoggingSettings(level="warning", access_log=True))
-    access.info("request", extra={"fields": {"status": 200}})
-    configure_logging(LoggingSettings(level="debug", access_log=False))
-    access.info("request", extra={"fields": {"status": 201}})
+    configure_logging(
+        LoggingSettings(level="warning", access_log=True), secret_cookie="sid", secret_params=["tt"]
+    )
+    log_request(200)
+    configure_logging(LoggingSettings(level="debug", access_log=False))  # writes what it had
+    assert access_log.current is None
+    log_request(201)
     logging.getLogger("gateway.decision").debug("decision")
     lines = stderr_lines(capsys.readouterr().err)
     assert [(line["logger"], line.get("status")) for line in lines] == [
         ("gateway.access", 200),
         ("gateway.decision", None),
     ]
+    # At INFO whatever the level, redacted with the configured names.
+    assert (lines[0]["level"], lines[0]["msg"], lines[0]["path"]) == (
+        "info",
+        "request",
+        f"/a?tt={REDACTED}",
+    )
+
+
+@pytest.mark.usefixtures("logging_state")
+def test_access_log_and_other_logs_share_the_stream(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(level="info"), stream=stream)
+    logging.getLogger("gateway.somewhere").info("before")
+    log_request(200)
+    assert access_log.flush()
+    logging.getLogger("gateway.somewhere").info("after")
+    lines = stderr_lines(stream.getvalue())
+    assert [(line["logger"], line["msg"]) for line in lines] == [
+        ("gateway.somewhere", "before"),
+        ("gateway.access", "request"),
+        ("gateway.somewhere", "after"),
+    ]
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.usefixtures("logging_state")

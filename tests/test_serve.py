@@ -375,6 +375,38 @@ async def test_sigterm_lets_the_in_flight_request_finish(
     assert drained < grace - 0.2, f"drained for {drained:.2f}s: it waited out the grace"
     assert upstream.slow_finished == [1.5]
     assert "Traceback" not in gateway.process.stderr
+    # The request that finished while draining has its access line, before "stopped".
+    records = gateway.process.records()
+    assert [(r["path"], r["status"]) for r in records if r["msg"] == "request"] == [("/slow", 200)]
+    assert records[-1]["msg"] == "stopped"
+
+
+async def test_every_access_line_is_written_before_it_stops(start_gateway: StartGateway) -> None:
+    # The access log is written in batches by a thread of its own: none may be lost when the
+    # gateway is stopped right after the last answer.
+    gateway = await start_gateway()
+    count = 300
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+        async def one(n: int) -> int:
+            # A transfer token gets a 303 that drops it (not followed); the rest a 404.
+            query = f"?transferToken=tok-{n}" if n % 2 else ""
+            url = gateway.url(f"/n/{n}{query}")
+            async with http.get(url, allow_redirects=False) as response:
+                await response.read()
+                return response.status
+
+        statuses = await asyncio.gather(*(one(n) for n in range(count)))
+    assert set(statuses) == {303, 404}
+    gateway.process.proc.send_signal(signal.SIGTERM)
+    assert await gateway.process.wait(within=10) == 0, gateway.process.stderr
+    records = gateway.process.records()
+    access = [r for r in records if r.get("logger") == "gateway.access"]
+    assert sorted(r["path"] for r in access) == sorted(f"/n/{n}" for n in range(count))
+    assert sorted(r["status"] for r in access) == sorted(statuses)
+    assert {r["msg"] for r in access} == {"request"}  # none dropped
+    assert records[-1]["msg"] == "stopped"
+    assert "tok-" not in gateway.process.stderr
 
 
 async def test_request_still_running_after_the_grace_is_cut(

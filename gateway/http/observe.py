@@ -2,8 +2,10 @@
 :class:`~gateway.http.steps.Record`.
 
 The decision is counted when it is made (so ``paywall_decision_seconds`` never includes the
-upstream's or the app's time); the access-log line is written when the response is done.
-``started`` is a :func:`time.perf_counter` reading taken when the request arrived.
+upstream's or the app's time); the access-log line is logged when the response is done: its raw
+values handed to the process's :mod:`gateway.access_log`, which formats and writes them on a
+thread of its own (nothing to do at all while it is off). ``started`` is a
+:func:`time.perf_counter` reading taken when the request arrived.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 from time import perf_counter
 
+from gateway import access_log
 from gateway.http.callbacks import MODE as CALLBACK_MODE
 from gateway.http.callbacks import logged_path
 from gateway.http.forwarded import TrustedProxies
@@ -20,14 +23,18 @@ from gateway.metrics import Metrics
 
 __all__ = ["Observer"]
 
-access_log = logging.getLogger("gateway.access")
 decision_log = logging.getLogger("gateway.decision")
+# Client addresses remembered per (peer, X-Forwarded-For): parsing them costs more than the
+# rest of the line. Bounded, cleared when full; long headers are not remembered.
+_CLIENTS_SIZE = 4096
+_CLIENTS_MAX_HEADER = 256
 
 
 class Observer:
     def __init__(self, metrics: Metrics, trusted: TrustedProxies) -> None:
         self._metrics = metrics
         self._trusted = trusted
+        self._clients: dict[tuple[str | None, str | None], str] = {}
 
     def decided(self, record: Record, started: float) -> None:
         if record.mode == CALLBACK_MODE:
@@ -53,23 +60,30 @@ class Observer:
                     }
                 },
             )
-        if not access_log.isEnabledFor(logging.INFO):
+        writer = access_log.current
+        if writer is None:
             return
-        forwarded_for = request.headers.get("X-Forwarded-For")
-        access_log.info(
-            "request",
-            extra={
-                "fields": {
-                    "method": request.method,
-                    # Never the query (it may hold a token), nor a callback's secret.
-                    "path": logged_path(record.path or request.target.partition("?")[0]),
-                    "status": status,
-                    "verdict": record.verdict,
-                    "reason": record.reason,
-                    "cache": record.cache,
-                    "customer_id": record.customer_id,
-                    "client": self._trusted.client_address(request.peer, forwarded_for),
-                    "duration_ms": round((perf_counter() - started) * 1000, 3),
-                }
-            },
+        writer.log(
+            request.method,
+            # Never the query (it may hold a token), nor a callback's secret.
+            logged_path(record.path or request.target.partition("?")[0]),
+            status,
+            record.verdict,
+            record.reason,
+            record.cache,
+            record.customer_id,
+            self._client(request),
+            perf_counter() - started,
         )
+
+    def _client(self, request: RequestView) -> str:
+        key = (request.peer, request.headers.get("X-Forwarded-For"))
+        client = self._clients.get(key)
+        if client is None:
+            client = self._trusted.client_address(*key)
+            forwarded_for = key[1]
+            if forwarded_for is None or len(forwarded_for) <= _CLIENTS_MAX_HEADER:
+                if len(self._clients) >= _CLIENTS_SIZE:
+                    self._clients.clear()
+                self._clients[key] = client
+        return client

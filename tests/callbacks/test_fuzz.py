@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.logs import JsonFormatter
 from tests.callbacks.conftest import SEED
+from tests.conftest import AccessCapture
 from tests.web.conftest import StartStack
 
 SECRET = "fuzz-secret-0123456789abcdef"
@@ -58,7 +59,7 @@ content_types = st.sampled_from(
 
 
 async def test_fuzz_never_a_5xx_and_never_an_unauthenticated_invalidation(
-    start_stack: StartStack, caplog: pytest.LogCaptureFixture
+    start_stack: StartStack, caplog: pytest.LogCaptureFixture, access_capture: AccessCapture
 ) -> None:
     stack = await start_stack(callbacks={"secret": SECRET, "max_body": MAX_BODY})
     caplog.set_level(logging.DEBUG)
@@ -97,10 +98,12 @@ async def test_fuzz_never_a_5xx_and_never_an_unauthenticated_invalidation(
     await asyncio.to_thread(case)
     formatter = JsonFormatter()
     logged = "\n".join(formatter.format(record) for record in caplog.records)
+    logged += "\n" + access_capture.text()  # the access log's lines, as written
     assert SECRET not in logged
     # The raw messages too, of every logger but the test server's own aiohttp access log (the
     # gateway runs with access_log=None and silences aiohttp.access: gateway.server, logs).
     raw = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    raw += repr(access_capture.log.raw)  # what the gateway handed to the access log
     assert SECRET not in raw
     assert "plenigo+callback@plenigo.com" not in raw  # no body in any log line
     assert '"path":"/_paywall/callbacks/[redacted]"' in logged

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, LineTooLong
 from gateway.http.credentials import query_values
 from gateway.web.protocol import LINES_PER_SECOND, LOGGER_NAME, ProtocolErrorFilter, describe
 from tests.deploy.test_nginx import ACCESS_LOG_FILE, BOTH_CONFIGS, HOST, StartSite
-from tests.security.test_bad_input_nginx import exchange
+from tests.security.test_bad_input_nginx import exchange, request_bytes
 from tests.test_serve import (
     Running,
     StartGateway,
@@ -169,6 +170,41 @@ async def test_a_flood_of_refused_requests_is_rate_limited(start_gateway: StartG
     # Every refused request is accounted for: written, or counted as suppressed.
     assert len(lines) + sum(line.get("suppressed", 0) for line in lines) == flood + 1
     assert_clean(running.process.stderr)
+
+
+@pytest.mark.parametrize("mode", ["proxy", "auth_request"])
+async def test_access_lines_hold_no_credential(start_gateway: StartGateway, mode: str) -> None:
+    # The access log is formatted off the request path, with the logging module's redaction:
+    # a credential in the path, in a callback's path or in the query never reaches a line.
+    running = await start_gateway(mode=mode)
+    targets = [
+        f"/a/transferToken={SECRET}",
+        f"/a/transfer%54oken%3D{SECRET}",
+        f"/a;paywall_session={SECRET}",
+        f"/_paywall/callbacks/{SECRET}",
+        f"/_paywall/%63allbacks/{SECRET}",
+        *(f"/news?{query}" for query in QUERIES),
+    ]
+    original = b"X-Original-URI" if mode == "auth_request" else b"X-Note"
+    for target in targets:
+        raw = request_bytes(
+            "/_paywall/auth" if mode == "auth_request" else target,
+            [(original, target.encode())],
+            session=SECRET,
+        )
+        assert (await exchange(running.port, raw)).status < 500, target
+    running.process.proc.send_signal(signal.SIGTERM)
+    assert await running.process.wait(within=10) == 0, running.process.stderr
+    access = [r for r in running.process.records() if r.get("logger") == "gateway.access"]
+    assert_clean(running.process.stderr)
+    paths = [r["path"] for r in access]
+    redacted = ["/a/transferToken=[redacted]", "/a/transferToken%3D[redacted]"]
+    if mode == "proxy":  # the callback paths are internal ones here: a 404, no line
+        assert paths == [*redacted, "/a;paywall_session=[redacted]"] + ["/news"] * len(QUERIES)
+    else:  # the original URI's path, or (no usable one) the auth endpoint's
+        callbacks = ["/_paywall/callbacks/[redacted]"] * 2
+        auth = ["/_paywall/auth"] * len(QUERIES)
+        assert paths == [*redacted, "/_paywall/auth", *callbacks, *auth]
 
 
 # --- the application as the tests run it (create_app's handler_args) ----------------------------

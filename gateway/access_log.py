@@ -1,0 +1,455 @@
+"""The access log: one JSON line per request, formatted and written off the request path.
+
+A request only appends a tuple of its raw values (and ``time.time()``) to a bounded
+:class:`collections.deque` (atomic under the GIL: no lock, no event, no formatting there). A
+daemon writer thread wakes every :data:`INTERVAL` seconds, formats what has gathered and writes
+it with one ``write`` + ``flush`` of the stream's binary buffer, so a line never interleaves with
+the logging module's lines on the same stream. After :data:`IDLE_AFTER` seconds without a line
+it sleeps until the next one (the only request that sets an event is the first after a quiet
+spell).
+
+The lines are exactly what :class:`gateway.logs.JsonFormatter` made of
+``logging.getLogger("gateway.access").info("request", extra={"fields": ...})``: same keys in
+the same order, same values, same redaction. The method, the path, the verdict, the reason (a
+400's may quote the refused path) and the cache go through :meth:`Redactor.text
+<gateway.logs.Redactor.text>` once per distinct value and are remembered; the status, a
+customer id of ASCII digits and an address the gateway wrote itself hold nothing to redact or
+escape and are written as they are. Any other shape takes JsonFormatter's own path.
+
+* **Bounded.** At most :data:`MAX_LINES` lines wait; when the stream is stuck (a full pipe
+  nobody reads) further lines are dropped and counted, and once writing resumes one warning
+  line says how many (``"msg":"access log lines dropped","dropped":N``). A request never
+  waits for the stream.
+* **Nothing lost at the end.** :meth:`AccessLog.flush` waits (at most ``timeout`` seconds)
+  until every line logged before it is written; ``paywall-gateway serve`` calls it once its
+  listeners have drained, the ASGI middleware at lifespan shutdown, and ``atexit`` in every
+  process (a WSGI worker leaves through ``sys.exit``).
+* **Threads and forks.** Any number of threads may log. The writer starts in the process that
+  logs: an ``os.register_at_fork`` hook makes a forked child forget its parent's lines and
+  writer (and a pid check catches a fork that bypassed the hook).
+
+One access log per process (:func:`install`, done by :func:`gateway.logs.configure_logging`);
+:data:`current` is None while it is off, which is all :class:`~gateway.http.observe.Observer`
+checks per request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
+from time import time as wall_clock
+from typing import IO, Any
+
+from gateway.logs import REDACTED, Redactor
+
+__all__ = ["FLUSH_TIMEOUT", "INTERVAL", "MAX_LINES", "AccessLog", "current", "flush", "install"]
+
+INTERVAL = 0.025  # seconds between the writer's rounds while lines keep coming
+IDLE_AFTER = 1.0  # seconds without a line before the writer sleeps until the next one
+MAX_LINES = 10_000  # lines waiting at most; more are dropped (and counted)
+FLUSH_TIMEOUT = 3.0  # seconds flush() waits for a stuck stream at most
+
+LOGGER = "gateway.access"
+FIELDS = (
+    "method",
+    "path",
+    "status",
+    "verdict",
+    "reason",
+    "cache",
+    "customer_id",
+    "client",
+    "duration_ms",
+)
+# Remembered encodings: the method, verdict, reason and cache vocabularies (small), and paths
+# (many: bounded, cleared when full, and only short ones).
+_MEMO_SIZE = 4096
+_MEMO_MAX_LENGTH = 512
+# What str(ipaddress.ip_address(...)) is made of: nothing in it can be redacted or escaped.
+_ADDRESS_CHARS = "0123456789abcdef.:"
+_INFINITY = float("inf")
+
+Entry = tuple[float, str, str, int, str, str, str, str | None, str, float]
+"""What a request leaves behind: wall-clock time, method, path, status, verdict, reason, cache,
+customer id, client address, duration in seconds."""
+
+current: AccessLog | None = None
+"""The process's access log (:func:`install`); None: off."""
+
+
+def install(access_log: AccessLog | None) -> None:
+    """Make ``access_log`` the process's access log (None turns it off); the one it replaces is
+    closed (its lines written)."""
+    global current
+    previous, current = current, access_log
+    if previous is not None and previous is not access_log:
+        previous.close()
+
+
+def flush(timeout: float = FLUSH_TIMEOUT) -> bool:
+    """Write every line the process's access log holds; False if that took over ``timeout``."""
+    access_log = current
+    return True if access_log is None else access_log.flush(timeout)
+
+
+class AccessLog:
+    """Access-log lines on ``stream`` (default: ``sys.stderr`` as it is now), redacted by
+    ``redactor``. :meth:`log` is the request path; everything else happens on the writer
+    thread."""
+
+    def __init__(
+        self,
+        redactor: Redactor,
+        stream: IO[Any] | None = None,
+        *,
+        interval: float = INTERVAL,
+        max_lines: int = MAX_LINES,
+    ) -> None:
+        if stream is None:
+            stream = sys.stderr
+        self._redactor = redactor
+        self._write = _writer(stream)
+        self._interval = interval
+        self._idle_rounds = max(1, round(IDLE_AFTER / interval))
+        self._max_lines = max_lines
+        self._lines: deque[Entry | threading.Event] = deque()
+        self._dropped = 0
+        self._idle = True  # no writer is waiting on a timer: the next line wakes (or starts) it
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # starting and stopping the writer, the dropped count
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Writer thread only: remembered encodings, and the timestamp of the current second.
+        self._words: dict[str, str] = {}
+        self._paths: dict[str, str] = {}
+        self._stamp = (-1, "")  # (second, its text): one attribute, replaced whole
+        # A configured secret name that is also a field's name: JsonFormatter would redact the
+        # whole field, and so does the general path.
+        self._fast = not any(redactor.is_secret_key(name) for name in FIELDS)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _call(ref, AccessLog._forked))
+        atexit.register(_call, ref, AccessLog._at_exit)
+
+    @property
+    def waiting(self) -> int:
+        """Lines logged and not yet written (at most ``max_lines``, and any flush waiting)."""
+        return len(self._lines)
+
+    # --- the request path -------------------------------------------------------------------
+
+    def log(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        verdict: str,
+        reason: str,
+        cache: str,
+        customer_id: str | None,
+        client: str,
+        duration: float,
+    ) -> None:
+        """One request's line; ``duration`` in seconds. Never blocks, never formats."""
+        lines = self._lines
+        if len(lines) < self._max_lines:
+            lines.append(
+                (
+                    wall_clock(),
+                    method,
+                    path,
+                    status,
+                    verdict,
+                    reason,
+                    cache,
+                    customer_id,
+                    client,
+                    duration,
+                )
+            )
+        else:
+            self._drop()
+        if self._idle:
+            self._wake_writer()
+
+    def _drop(self) -> None:
+        if self._pid != os.getpid():
+            self._forked()  # a fork that bypassed the hook: these are the parent's lines
+            return
+        with self._lock:
+            self._dropped += 1
+
+    def _wake_writer(self) -> None:
+        if self._pid != os.getpid():
+            self._forked()
+        if self._thread is None:
+            self._start()
+        else:
+            self._wake.set()
+
+    # --- the writer thread ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._idle = False
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="paywall-access-log", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        try:
+            self._rounds(stop)
+        finally:  # stopped (or, against all intent, failed): the next line starts a writer
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    self._idle = True
+            if self._lines:  # logged (or a flush asked) while it was stopping
+                self._wake_writer()
+
+    def _rounds(self, stop: threading.Event) -> None:
+        wake = self._wake
+        quiet = 0
+        while True:
+            wrote = self._drain()
+            if stop.is_set():
+                if wrote:
+                    continue
+                return
+            quiet = 0 if wrote else quiet + 1
+            if quiet >= self._idle_rounds:
+                quiet = 0
+                wake.clear()
+                self._idle = True
+                if not self._lines and not self._dropped:  # a line now sees _idle and wakes us
+                    wake.wait()
+                self._idle = False
+            else:
+                wake.wait(self._interval)
+            wake.clear()
+
+    def _drain(self) -> bool:
+        """Write what is waiting; False when there was nothing."""
+        lines = self._lines
+        waiting = len(lines)
+        if not waiting and not self._dropped:
+            return False
+        out: list[str] = []
+        flushes: list[threading.Event] = []
+        failed = 0
+        popleft = lines.popleft
+        line = self._line if self._fast else self._general_line
+        for _ in range(waiting):
+            try:
+                entry = popleft()
+            except IndexError:  # cleared meanwhile (after a fork that bypassed the hook)
+                break
+            if isinstance(entry, tuple):
+                try:
+                    out.append(line(entry))
+                except Exception:  # a value no encoder takes: counted, the writer goes on
+                    failed += 1
+            else:
+                flushes.append(entry)
+        if self._dropped or failed:
+            with self._lock:
+                dropped, self._dropped = self._dropped + failed, 0
+            out.append(self._dropped_line(dropped))
+        if out:
+            with contextlib.suppress(Exception):  # the stream is gone (closed, EPIPE)
+                self._write("".join(out).encode("ascii"))
+        for done in flushes:
+            done.set()
+        return True
+
+    # --- flush, close, fork, exit -----------------------------------------------------------
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Wait until every line logged so far is written; False after ``timeout`` seconds
+        (the stream is stuck: the lines stay queued, the caller goes on)."""
+        if self._pid != os.getpid():
+            self._forked()
+        if self._thread is None:
+            if not self._lines and not self._dropped:
+                return True
+            self._start()
+        done = threading.Event()
+        self._lines.append(done)  # after every line logged so far; never dropped
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """:meth:`flush`, then stop the writer thread (a later line starts it again); False
+        if that took over ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        flushed = self.flush(timeout)
+        with self._lock:
+            thread, stop = self._thread, self._stop
+        if thread is None:
+            return flushed
+        stop.set()  # it writes what is left, then returns
+        self._wake.set()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        return flushed and not thread.is_alive()  # stuck in a write: it stops once that returns
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's lines are the parent's to write, its writer thread
+        does not exist here, and its locks may have been held at the fork."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self._lines.clear()
+        self._dropped = 0
+        self._idle = True
+
+    def _at_exit(self) -> None:
+        self.flush(FLUSH_TIMEOUT)
+
+    # --- formatting (writer thread) ---------------------------------------------------------
+
+    def _timestamp(self, created: float) -> str:
+        """``created`` as JsonFormatter writes it (LogRecord's arithmetic for the msecs)."""
+        second = int(created)
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)))
+            self._stamp = stamp
+        return f"{stamp[1]}.{int((created - second) * 1000):03d}Z"
+
+    def _line(self, entry: Entry) -> str:
+        created, method, path, status, verdict, reason, cache, customer_id, client, seconds = entry
+        words = self._words
+        method_ = words.get(method) or self._word(method)
+        path_ = self._paths.get(path) or self._path(path)
+        status_ = str(status) if type(status) is int else self._value(status)
+        verdict_ = words.get(verdict) or self._word(verdict)
+        reason_ = words.get(reason) or self._word(reason)
+        cache_ = words.get(cache) or self._word(cache)
+        customer_ = _customer_id(customer_id) or self._value(customer_id)
+        client_ = _address(client) or words.get(client) or self._word(client)
+        duration = round(seconds * 1000, 3)
+        if type(duration) is float and -_INFINITY < duration < _INFINITY:
+            duration_ = repr(duration)
+        else:
+            duration_ = self._value(duration)
+        return (
+            f'{{"ts":"{self._timestamp(created)}","level":"info","logger":"{LOGGER}",'
+            f'"msg":"request","method":{method_},"path":{path_},"status":{status_},'
+            f'"verdict":{verdict_},"reason":{reason_},"cache":{cache_},'
+            f'"customer_id":{customer_},"client":{client_},"duration_ms":{duration_}}}\n'
+        )
+
+    def _general_line(self, entry: Entry) -> str:
+        """JsonFormatter's own way, for a configuration that names a field as a secret."""
+        created, *values, seconds = entry
+        out: dict[str, Any] = {
+            "ts": self._timestamp(created),
+            "level": "info",
+            "logger": LOGGER,
+            "msg": "request",
+        }
+        redactor = self._redactor
+        for name, value in zip(FIELDS, [*values, round(seconds * 1000, 3)], strict=True):
+            out[name] = REDACTED if redactor.is_secret_key(name) else redactor.value(value)
+        return json.dumps(out, separators=(",", ":"), default=str) + "\n"
+
+    def _dropped_line(self, dropped: int) -> str:
+        return (
+            f'{{"ts":"{self._timestamp(wall_clock())}","level":"warning","logger":"{LOGGER}",'
+            f'"msg":"access log lines dropped","dropped":{dropped}}}\n'
+        )
+
+    def _value(self, value: object) -> str:
+        """Any value, redacted and encoded as JsonFormatter would."""
+        return json.dumps(self._redactor.value(value), separators=(",", ":"), default=str)
+
+    def _word(self, value: object) -> str:
+        if not isinstance(value, str):
+            return self._value(value)
+        return _remember(self._words, value, self._value(value))
+
+    def _path(self, value: object) -> str:
+        if not isinstance(value, str):
+            return self._value(value)
+        return _remember(self._paths, value, encode_basestring_ascii(self._redactor.text(value)))
+
+
+def _customer_id(value: str | None) -> str | None:
+    """A customer id's encoding when it is the usual ASCII digits (None: something else)."""
+    if value is None:
+        return "null"
+    if type(value) is str and value.isdigit() and value.isascii():
+        return f'"{value}"'
+    return None
+
+
+def _address(value: str) -> str | None:
+    """An address's encoding when it is one the gateway wrote (None: something else)."""
+    if type(value) is str and value and not value.strip(_ADDRESS_CHARS):
+        return f'"{value}"'
+    return None
+
+
+def _remember(memo: dict[str, str], key: str, encoded: str) -> str:
+    if len(key) <= _MEMO_MAX_LENGTH:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = encoded
+    return encoded
+
+
+def _writer(stream: IO[Any]) -> Callable[[bytes], None]:
+    """One write and one flush of ``data`` to ``stream``: through a text stream's buffer (whose
+    lock the logging module's writes to it take too), or straight to a binary one."""
+    target = getattr(stream, "buffer", None)
+    if target is None and (
+        isinstance(stream, io.TextIOBase) or isinstance(getattr(stream, "encoding", None), str)
+    ):
+        text = stream
+
+        def write_text(data: bytes) -> None:
+            text.write(data.decode("ascii"))
+            text.flush()
+
+        return write_text
+    if target is None:
+        target = stream
+    if isinstance(target, io.RawIOBase):  # unbuffered: a write may take only part
+        raw = target
+
+        def write_raw(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                written = raw.write(view)
+                view = view[written or 0 :]
+
+        return write_raw
+    binary = target
+
+    def write(data: bytes) -> None:
+        binary.write(data)
+        binary.flush()
+
+    return write
+
+
+def _call(ref: weakref.ref[AccessLog], method: Callable[[AccessLog], None]) -> None:
+    access_log = ref()
+    if access_log is not None:
+        method(access_log)
