@@ -17,10 +17,17 @@ from gateway.service.coalesce import Coalescer, LocalCoalescer, RedisCoalescer
 from gateway.service.codec import CachedAccessCodec, CustomerIdCodec, EntryCodec
 from gateway.service.identity import IdentityResolver
 from gateway.service.layered import LayeredCache
+from gateway.service.redis_batch import GetBatcher
 from gateway.service.redis_cache import Epoch, RedisCache
+from gateway.service.redis_generations import Generations
 from gateway.service.redis_guard import RedisGuard
 
 T = TypeVar("T")
+
+GENERATION_RECORDS = 65_536
+"""The fewest generation records a process keeps in memory (``[cache] max_entries`` if more):
+about 250 bytes each, far less than a cached answer, and L2 lookups beyond the L1's reach are
+the ones they save a round trip for."""
 
 
 def utc_now() -> datetime:
@@ -100,8 +107,16 @@ def build_access_service(
             + calls.retry_backoff_max * calls.max_retries
         )
         epoch = Epoch(redis_client)  # one per process, re-read when the bus says so
+        # The scopes' generation records, kept while the bus is subscribed (else read each time).
+        generations = Generations(
+            redis_client,
+            max_entries=max(cache.max_entries, GENERATION_RECORDS),
+            listening=bus.listening if bus is not None else None,
+        )
         if bus is not None:
             bus.register(epoch)
+            bus.register(generations)
+        batcher = GetBatcher(redis_client)  # the lookups of one loop tick: one MGET
 
         def layered(
             l1: MemoryCache[T], namespace: str, codec: EntryCodec[T], life: float
@@ -113,6 +128,8 @@ def build_access_service(
                 codec,
                 clock,
                 epoch=epoch,
+                generations=generations,
+                batcher=batcher,
                 max_lifetime=life,
                 generation_ttl=life + flight,
             )

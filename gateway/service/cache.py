@@ -17,31 +17,33 @@ it. The lookup does not need to know the owner in advance, which is the point: a
 validation is found by its token's hash, and only its value (the customer id) says whose it
 is. Invalidating the owner scope (``invalidate_customer(owner)``) therefore makes every entry it
 owns unreachable in O(1), without a list of them. The cost on a lookup is one dict lookup in
-L1 (the owner's generation record, usually absent) and, on an L2 hit, one Redis GET. Session
+L1 (the owner's generation record, usually absent) and, on an L2 hit, none while the process
+holds a copy of the owner's record (:mod:`gateway.service.redis_generations`), else one Redis
+read. Session
 validations are owned by ``sessions-of:<customer id>`` (:func:`sessions_scope`): per-customer
 session invalidation (a CUSTOMER CHANGE or DELETION callback). Across processes an owner scope
 is invalidated like any other scope: a new generation record in Redis, and a message on the
 invalidation bus naming the scope, which every process applies to its L1. The owner's generation
 is recorded when the entry is stored, i.e. after the platform answered: an invalidation that
-lands between the platform's answer and the store is not seen (a window of microseconds in L1,
-one Redis round trip in L2). When L1 forgets an old generation record (see
+the storing process learns of between the platform's answer and the store is not seen (a window
+of microseconds; one the process learns of only after the store hides the entry, the safe
+side). When L1 forgets an old generation record (see
 :class:`MemoryCache`), entries stored under it no longer match and count as misses: a
 needless revalidation, never a stale hit.
 
 Keys are built by the caller and never hold a raw credential: sessions are keyed by a SHA-256 of
 the token (:func:`token_key`).
 
-Time: the caller's clock returns aware datetimes (the core's unit); the L1 tier converts them to
-POSIX seconds for cachetools.
+Time: the caller's clock returns aware datetimes (the core's unit). A caller that has already
+read the clock for this request hands the reading to :meth:`MemoryCache.peek` (``now``) instead
+of having it read again.
 
 Threads: the L1 tier is also read from threads other than the event loop's, by
 :meth:`MemoryCache.peek` (the WSGI middleware answers cached decisions on the server's worker
-threads). cachetools is not thread-safe: a lookup moves the key in an ``OrderedDict`` and
-freezes time in a timer object with a nesting counter, a store pushes onto a heap, so every
-operation on the tier holds one :class:`threading.Lock`. The sections are short and never
-await or call out (the clock and ``stale_until.timestamp()`` at most), so the loop thread waits
-for a worker thread for microseconds at worst; uncontended, the lock costs tens of
-nanoseconds.
+threads). A lookup moves the key to the end of an ``OrderedDict`` (the LRU order), a store may
+evict, so every operation on the tier holds one :class:`threading.Lock`. The sections are short
+and never await or call out (the clock at most), so the loop thread waits for a worker thread
+for microseconds at worst; uncontended, the lock costs tens of nanoseconds.
 """
 
 from __future__ import annotations
@@ -49,12 +51,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar, runtime_checkable
-
-from cachetools import TLRUCache
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -149,31 +150,34 @@ class PeekableCache(Protocol[T]):
     """A tier that can answer from this process's memory without awaiting (the L1 tier, and
     tiers with one in front): for the WSGI middleware's synchronous path."""
 
-    def peek(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
+    def peek(
+        self, key: str, *, customer_id: str | None = None, now: datetime | None = None
+    ) -> CacheEntry[T] | None:
         """What ``get`` would find in this process's memory, or None; never does I/O, never
-        waits for anything but a short lock, and may be called from any thread."""
+        waits for anything but a short lock, and may be called from any thread. ``now``: the
+        caller's clock reading, if it has one."""
         ...
 
 
 class MemoryCache(Generic[T]):
-    """The L1 tier: a bounded LRU (cachetools) whose entries expire at their ``stale_until``.
+    """The L1 tier: a bounded LRU whose entries expire at their ``stale_until``.
 
-    Generations come from one process-wide counter, so a customer never returns to a generation
-    it used before. Only invalidated customers have a generation record; a record can be
-    forgotten once every entry it hides has expired (``stale_until`` is bounded by the longest
-    lifetime ever stored), which keeps the record table from growing without bound. If it still
-    exceeds ``max_entries`` (an invalidation storm), the whole cache is cleared: safe, and rare.
+    At most ``max_entries`` entries: a store into a full cache drops the least recently used
+    one. An expired entry is dropped when a lookup finds it, or in its turn as the least
+    recently used. Generations come from one process-wide counter, so a customer never returns
+    to a generation it used before. Only invalidated customers have a generation record; a
+    record can be forgotten once every entry it hides has expired (``stale_until`` is bounded
+    by the longest lifetime ever stored), which keeps the record table from growing without
+    bound. If it still exceeds ``max_entries`` (an invalidation storm), the whole cache is
+    cleared: safe, and rare.
     """
 
     def __init__(self, max_entries: int, clock: Clock) -> None:
         self._clock = clock
         self._max_entries = max_entries
-        # (key, scope generation) -> (entry, the owner's generation when it was stored)
-        self._entries: TLRUCache[tuple[str, int], tuple[CacheEntry[T], int]] = TLRUCache(
-            maxsize=max_entries,
-            ttu=lambda _key, stored, _now: stored[0].stale_until.timestamp(),
-            timer=self._timestamp,
-        )
+        # (key, scope generation) -> (entry, the owner's generation when it was stored); least
+        # recently used first.
+        self._entries: OrderedDict[tuple[str, int], tuple[CacheEntry[T], int]] = OrderedDict()
         self._generations: dict[str, tuple[int, float]] = {}  # customer -> (generation, at)
         self._counter = itertools.count(1)
         # The generation of every customer without a record of its own: 0 until the first
@@ -197,15 +201,30 @@ class MemoryCache(Generic[T]):
     async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
         return self.peek(key, customer_id=customer_id)
 
-    def peek(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
-        """``get`` without awaiting: safe from any thread (see the module docstring)."""
+    def peek(
+        self, key: str, *, customer_id: str | None = None, now: datetime | None = None
+    ) -> CacheEntry[T] | None:
+        """``get`` without awaiting: safe from any thread (see the module docstring). ``now``:
+        the caller's clock reading, if it has one (else the clock is read)."""
+        if now is None:
+            now = self._clock()
         with self._lock:
-            stored = self._entries.get((key, self._generation(customer_id)))
+            generation = self._floor
+            if customer_id is not None:
+                record = self._generations.get(customer_id)
+                if record is not None:
+                    generation = record[0]
+            slot = (key, generation)
+            stored = self._entries.get(slot)
             if stored is None:
                 return None
             entry, owner_generation = stored
+            if now >= entry.stale_until:
+                del self._entries[slot]
+                return None
             if entry.owner is not None and self._generation(entry.owner) != owner_generation:
                 return None  # its owner was invalidated after it was stored
+            self._entries.move_to_end(slot)
             return entry
 
     async def set(
@@ -226,7 +245,12 @@ class MemoryCache(Generic[T]):
                 return
             self._longest = max(self._longest, lifetime)
             owner_generation = self._generation(entry.owner) if entry.owner is not None else 0
-            self._entries[(key, current)] = (entry, owner_generation)
+            entries = self._entries
+            slot = (key, current)
+            entries[slot] = (entry, owner_generation)
+            entries.move_to_end(slot)
+            if len(entries) > self._max_entries:
+                entries.popitem(last=False)
 
     async def generation(self, customer_id: str) -> int:
         with self._lock:

@@ -1,9 +1,15 @@
 """L1 in front of L2: the in-process tier answers what it can, the shared tier the rest.
 
 * ``get``: L1; on a miss L2, and an L2 hit is copied into L1 (its own ``fresh_until`` and
-  ``stale_until`` come along, so L1 never keeps it longer than L2 would).
-* ``set``: both tiers. ``invalidate_customer`` and ``invalidate_all``: both tiers, then
-  ``publish`` tells the other processes (:class:`~gateway.service.bus.InvalidationBus`).
+  ``stale_until`` come along, so L1 never keeps it longer than L2 would) unless this process
+  learnt of an invalidation while Redis answered (:attr:`RedisCache.changes
+  <gateway.service.redis_cache.RedisCache.changes>`): the answer may be one it hid, and L1
+  would otherwise keep it under the new generation. It still answers the lookup, which was
+  concurrent with the invalidation.
+* ``set``: both tiers. ``invalidate_customer`` and ``invalidate_all``: L2, then ``publish``
+  tells the other processes (:class:`~gateway.service.bus.InvalidationBus`), then L1 (also
+  when L2 failed). L1 last: a lookup that misses L1 in between would find the old answer in L2
+  and put it back.
 * ``generation``: the pair of the tiers' generations; ``set`` hands each tier its own, so a
   value asked for before an invalidation in either tier is stored where no lookup finds it.
 * ``peek``: L1 alone (no I/O, any thread): what ``get`` would answer without asking Redis.
@@ -21,6 +27,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from gateway.service.bus import ALL
@@ -52,7 +59,10 @@ class LayeredCache(Generic[T]):
         self._guard = guard
         self._publish = publish
         # A cold spike asks L2 for one key many times at once: one Redis read serves them all.
-        self._reads: SingleFlight[tuple[str, str | None], CacheEntry[T] | None] = SingleFlight()
+        # (the entry, RedisCache.changes when the read started)
+        self._reads: SingleFlight[tuple[str, str | None], tuple[CacheEntry[T] | None, int]] = (
+            SingleFlight()
+        )
         self._generations: SingleFlight[str, Generation | None] = SingleFlight()
 
     async def _shared(self, operation: str, call: Awaitable[R]) -> tuple[bool, R | None]:
@@ -63,19 +73,24 @@ class LayeredCache(Generic[T]):
         entry = await self._l1.get(key, customer_id=customer_id)
         if entry is not None:
             return entry
-        entry = await self._reads.run((key, customer_id), lambda: self._l2_get(key, customer_id))
-        if entry is not None:
+        entry, changes = await self._reads.run(
+            (key, customer_id), lambda: self._l2_get(key, customer_id)
+        )
+        if entry is not None and changes == self._l2.changes:
             await self._l1.set(key, replace(entry, tier=self._l1.tier), customer_id=customer_id)
         return entry
 
-    def peek(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
+    def peek(
+        self, key: str, *, customer_id: str | None = None, now: datetime | None = None
+    ) -> CacheEntry[T] | None:
         """L1's entry, without awaiting or asking L2 (an L2 hit costs a round trip: that is a
         miss for the synchronous path, which leaves it to ``get``)."""
-        return self._l1.peek(key, customer_id=customer_id)
+        return self._l1.peek(key, customer_id=customer_id, now=now)
 
-    async def _l2_get(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
+    async def _l2_get(self, key: str, customer_id: str | None) -> tuple[CacheEntry[T] | None, int]:
+        changes = self._l2.changes
         _, entry = await self._shared("get", self._l2.get(key, customer_id=customer_id))
-        return entry
+        return entry, changes
 
     async def _l2_generation(self, customer_id: str) -> Generation | None:
         _, generation = await self._shared("generation", self._l2.generation(customer_id))
@@ -109,12 +124,18 @@ class LayeredCache(Generic[T]):
         return (l1_generation, l2_generation)
 
     async def invalidate_customer(self, customer_id: str) -> None:
-        await self._l1.invalidate_customer(customer_id)
-        await self._everywhere("invalidate", self._l2.invalidate_customer(customer_id), customer_id)
+        try:
+            await self._everywhere(
+                "invalidate", self._l2.invalidate_customer(customer_id), customer_id
+            )
+        finally:
+            await self._l1.invalidate_customer(customer_id)
 
     async def invalidate_all(self) -> None:
-        await self._l1.invalidate_all()
-        await self._everywhere("invalidate", self._l2.invalidate_all(), ALL)
+        try:
+            await self._everywhere("invalidate", self._l2.invalidate_all(), ALL)
+        finally:
+            await self._l1.invalidate_all()
 
     async def _everywhere(self, operation: str, call: Awaitable[None], message: str) -> None:
         """Apply an invalidation to L2, then tell every other process's L1 (``publish``).

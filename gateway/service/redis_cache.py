@@ -4,18 +4,26 @@ Keys carry a format version, a namespace and the *epoch* (``pwg:v1:access:<epoch
 already hash every credential into their keys (:func:`~gateway.service.cache.token_key`).
 
 * Scoped entries (a customer's access answers, a session's validation) also carry the scope's
-  *generation* (``…@<generation>``), read from ``pwg:v1:<namespace>:gen:<scope>``. Invalidating
-  a scope stores a new generation there: after that no lookup builds the old keys, and the old
-  entries expire by their TTL. No SCAN, no KEYS. Generations are drawn from one counter
-  (``pwg:v1:gen-counter``), so a value is never used twice, and a generation record expires
-  ``generation_ttl`` seconds after it was written: by then every entry stored under the
+  *generation* (``…@<generation>``), recorded in ``pwg:v1:<namespace>:gen:<scope>``.
+  Invalidating a scope stores a new generation there: after that no lookup builds the old keys,
+  and the old entries expire by their TTL. No SCAN, no KEYS. Generations are drawn from one
+  counter (``pwg:v1:gen-counter``), so a value is never used twice, and a generation record
+  expires ``generation_ttl`` seconds after it was written: by then every entry stored under the
   generation it replaced has expired too (entries live at most ``max_lifetime``, and a value
   asked for before the invalidation is stored within the flight time that ``generation_ttl``
   adds on top). Records therefore do not pile up with every logout.
 * An entry with an owner (:attr:`~gateway.service.cache.CacheEntry.owner`: a session
   validation's customer) is stored with the owner scope's generation at that moment, and a
-  lookup that finds it reads the owner's generation record too (one more GET, only on L2 hits
-  of owned entries) and treats a changed one as a miss.
+  lookup that finds it compares the owner's current generation and treats a changed one as a
+  miss.
+* The records are read through the process's
+  :class:`~gateway.service.redis_generations.Generations`: while the invalidation bus is
+  subscribed it keeps the records it has read, drops a scope's when the bus delivers its
+  invalidation, and forgets them all when the bus reconnects; otherwise (no bus, or the bus is
+  down) every lookup reads them from Redis. With the records known, a lookup is one GET (or
+  its share of one MGET, with a ``batcher``), an owned entry included. An invalidation in
+  another process is therefore seen by this process's L2 lookups once the bus delivered it,
+  exactly as its L1 sees it; this process's own is seen at once.
 * :meth:`RedisCache.invalidate_all` moves to a new epoch (``INCR pwg:v1:epoch``). Each process
   keeps the epoch in memory (:class:`Epoch`, shared by its caches) and re-reads it when the
   invalidation bus says so or reconnects, so a lookup costs no extra round trip for it.
@@ -36,6 +44,8 @@ import redis.asyncio as redis
 
 from gateway.service.cache import PREFIX, CacheEntry, Clock, Generation
 from gateway.service.codec import CodecError, EntryCodec
+from gateway.service.redis_batch import GetBatcher
+from gateway.service.redis_generations import Generations, record_key
 
 T = TypeVar("T")
 
@@ -47,26 +57,35 @@ class Epoch:
     """A process's copy of the shared epoch; one object for all its Redis caches.
 
     :meth:`invalidate_all` (the invalidation bus calls it when any process invalidated
-    everything, and after a reconnect) makes the next lookup read the epoch again.
+    everything, and after a reconnect) makes the next lookup read the epoch again. A read that
+    was in flight meanwhile answers its own lookup but is not kept: it may be the old epoch.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._value: int | None = None
+        self.changes = 0  # every advance and invalidate_all: reads in flight are not kept
 
     async def current(self) -> int:
         if self._value is None:
+            changes = self.changes
             raw = await self._client.get(EPOCH_KEY)
-            self._value = 0 if raw is None else int(raw)
+            value = 0 if raw is None else int(raw)
+            if changes == self.changes:
+                self._value = value
+            return value
         return self._value
 
     async def advance(self) -> None:
-        self._value = int(await self._client.incr(EPOCH_KEY))
+        value = int(await self._client.incr(EPOCH_KEY))
+        self.changes += 1
+        self._value = value
 
     async def invalidate_customer(self, customer_id: str) -> None:
-        """Nothing to do: generations are read from Redis on every lookup."""
+        """Nothing to do: scopes have generations of their own (:class:`Generations`)."""
 
     async def invalidate_all(self) -> None:
+        self.changes += 1
         self._value = None
 
 
@@ -75,7 +94,12 @@ class RedisCache(Generic[T]):
 
     ``max_lifetime`` (seconds) caps every entry's TTL; ``generation_ttl`` is how long a scope's
     generation record lives after an invalidation (at least ``max_lifetime`` plus the longest a
-    platform call can take). None: no cap, records never expire.
+    platform call can take). None: no cap, records never expire. ``epoch`` and
+    ``generations`` are the process's (shared by its Redis caches, registered with its
+    invalidation bus); without them the cache makes its own, and without a bus its generations
+    are read from Redis on every lookup. With ``batcher`` (the process's, see
+    :mod:`~gateway.service.redis_batch`) the entries that lookups of one event-loop tick ask
+    for are read with one MGET.
     """
 
     tier = "l2"
@@ -88,6 +112,8 @@ class RedisCache(Generic[T]):
         clock: Clock,
         *,
         epoch: Epoch | None = None,
+        generations: Generations | None = None,
+        batcher: GetBatcher | None = None,
         max_lifetime: float | None = None,
         generation_ttl: float | None = None,
     ) -> None:
@@ -100,13 +126,23 @@ class RedisCache(Generic[T]):
         self._codec = codec
         self._clock = clock
         self.epoch = epoch if epoch is not None else Epoch(client)
+        self.generations = generations if generations is not None else Generations(client)
+        self.generations.register(self._namespace)
+        self._batcher = batcher
         self._max_lifetime_ms = None if max_lifetime is None else math.ceil(max_lifetime * 1000)
         self._generation_ttl_ms = (
             None if generation_ttl is None else math.ceil(generation_ttl * 1000)
         )
 
+    @property
+    def changes(self) -> int:
+        """Moves whenever this process learns of an invalidation (any scope, or everything):
+        an answer read while it moved may be one that invalidation hid (see
+        :class:`~gateway.service.layered.LayeredCache`)."""
+        return self.epoch.changes + self.generations.changes
+
     def generation_key(self, scope: str) -> str:
-        return f"{self._namespace}:gen:{scope}"
+        return record_key(self._namespace, scope)
 
     def _key(self, key: str, epoch: int, generation: int | None) -> str:
         if generation is None:
@@ -114,8 +150,7 @@ class RedisCache(Generic[T]):
         return f"{self._namespace}:{epoch}:{key}@{generation}"
 
     async def _scope_generation(self, scope: str) -> int:
-        raw = await self._client.get(self.generation_key(scope))
-        return 0 if raw is None else int(raw)
+        return await self.generations.current(self.generation_key(scope))
 
     async def generation(self, customer_id: str) -> tuple[int, int]:
         """(epoch, the scope's generation)."""
@@ -124,7 +159,11 @@ class RedisCache(Generic[T]):
     async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
         epoch = await self.epoch.current()
         generation = None if customer_id is None else await self._scope_generation(customer_id)
-        raw = await self._client.get(self._key(key, epoch, generation))
+        entry_key = self._key(key, epoch, generation)
+        if self._batcher is not None:
+            raw = await self._batcher.get(entry_key)
+        else:
+            raw = await self._client.get(entry_key)
         if not isinstance(raw, bytes):  # None: a miss (a str only with decode_responses=True)
             return None
         try:
@@ -179,10 +218,14 @@ class RedisCache(Generic[T]):
         )
 
     async def invalidate_customer(self, customer_id: str) -> None:
+        key = self.generation_key(customer_id)
         generation = await self._client.incr(COUNTER_KEY)
-        await self._client.set(
-            self.generation_key(customer_id), generation, px=self._generation_ttl_ms
-        )
+        try:
+            await self._client.set(key, generation, px=self._generation_ttl_ms)
+        finally:
+            # At once, not when the bus brings the message back: this process's next lookup
+            # reads the new record (also if the SET failed after reaching Redis).
+            self.generations.forget(key)
 
     async def invalidate_all(self) -> None:
         await self.epoch.advance()

@@ -80,6 +80,30 @@ async def test_l1_is_bounded_least_recently_used_go_first(clock: ManualClock) ->
     assert len(present) == 100
 
 
+async def test_l1_drops_an_expired_entry_when_a_lookup_finds_it(clock: ManualClock) -> None:
+    cache: MemoryCache[object] = MemoryCache(100, clock)
+    await cache.set("short", entry(clock, 1, fresh=5, stale=5))
+    await cache.set("long", entry(clock, 2, fresh=60, stale=120))
+    clock.advance(10)  # "short" is at its stale_until: gone
+    assert cache.peek("short") is None
+    assert len(cache) == 1
+    assert cache.peek("long", now=clock.now) is not None
+    # A reading handed in by the caller is used instead of the clock.
+    assert cache.peek("long", now=clock.now + timedelta(seconds=200)) is None
+
+
+async def test_l1_storing_a_key_again_makes_it_the_most_recent(clock: ManualClock) -> None:
+    cache: MemoryCache[object] = MemoryCache(100, clock)
+    for i in range(100):
+        await cache.set(f"k{i}", entry(clock, i))
+    await cache.set("k0", entry(clock, "again"))
+    await cache.set("k100", entry(clock, 100))
+    assert cache.peek("k1") is None  # the least recently used went
+    found = cache.peek("k0")
+    assert found is not None
+    assert found.value == "again"
+
+
 async def test_invalidate_customer_drops_only_that_customer(
     cache_factory: CacheFactory, clock: ManualClock
 ) -> None:
