@@ -3,11 +3,23 @@
 :class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry`, built by the app
 factory (or a test); nothing is registered at import time. Label values are fixed sets (modes,
 outcomes, endpoints, statuses): never a token, path or customer id.
+
+The metrics every request updates (``paywall_requests_total``, ``paywall_decision_seconds``,
+``paywall_cache_lookups_total``) are plain numbers behind one lock, turned into samples when
+``/metrics`` is scraped (:class:`HotPath`): a prometheus_client child's ``inc`` takes its own
+lock and a histogram's ``observe`` walks its buckets, which together cost a cached decision
+more than the lookups themselves.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # Decisions served from a cache take microseconds, platform round trips milliseconds to seconds.
 DECISION_BUCKETS = (
@@ -29,31 +41,83 @@ DECISION_BUCKETS = (
 PLATFORM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+class HotPath(Collector):
+    """The per-request counters and the decision-time histogram, as plain numbers.
+
+    Safe from any thread (the WSGI middleware counts on its worker threads): every update and
+    the scrape's copy hold one lock, for a few dictionary operations.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, str], int] = {}
+        self._lookups: dict[tuple[str, str, str], int] = {}
+        self._buckets = [0] * (len(DECISION_BUCKETS) + 1)  # the last one: above every bound
+        self._seconds = 0.0
+
+    def request(self, mode: str, outcome: str, seconds: float) -> None:
+        key = (mode, outcome)
+        with self._lock:
+            requests = self._requests
+            requests[key] = requests.get(key, 0) + 1
+            # "le" is inclusive: the first bound >= seconds.
+            self._buckets[bisect_left(DECISION_BUCKETS, seconds)] += 1
+            self._seconds += seconds
+
+    def lookup(self, cache: str, tier: str, result: str) -> None:
+        key = (cache, tier, result)
+        with self._lock:
+            lookups = self._lookups
+            lookups[key] = lookups.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            requests = dict(self._requests)
+            lookups = dict(self._lookups)
+            buckets = list(self._buckets)
+            seconds = self._seconds
+        family = CounterMetricFamily(
+            "paywall_requests",
+            "Requests decided, by front-end mode and outcome.",
+            labels=["mode", "outcome"],
+        )
+        for labels, count in sorted(requests.items()):
+            family.add_metric(list(labels), count)
+        yield family
+        family = CounterMetricFamily(
+            "paywall_cache_lookups",
+            "Cache lookups by cache (session, access), tier (l1, l2) and result "
+            "(hit, miss, stale).",
+            labels=["cache", "tier", "result"],
+        )
+        for names, count in sorted(lookups.items()):
+            family.add_metric(list(names), count)
+        yield family
+        cumulative, pairs = 0, []
+        for bound, count in zip((*DECISION_BUCKETS, float("inf")), buckets, strict=True):
+            cumulative += count
+            pairs.append((_bound_label(bound), cumulative))
+        yield HistogramMetricFamily(
+            "paywall_decision_seconds",
+            "Time to decide one request, platform calls included.",
+            buckets=pairs,
+            sum_value=seconds,
+        )
+
+
+def _bound_label(bound: float) -> str:
+    """A bucket's ``le`` as prometheus_client writes it (``0.005``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 class Metrics:
     """Every ``paywall_*`` metric of the gateway, registered in ``registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "paywall_requests_total",
-            "Requests decided, by front-end mode and outcome.",
-            ["mode", "outcome"],
-            registry=r,
-        )
-        self.decision_seconds = Histogram(
-            "paywall_decision_seconds",
-            "Time to decide one request, platform calls included.",
-            buckets=DECISION_BUCKETS,
-            registry=r,
-        )
-        self.cache_lookups = Counter(
-            "paywall_cache_lookups_total",
-            "Cache lookups by cache (session, access), tier (l1, l2) and result "
-            "(hit, miss, stale).",
-            ["cache", "tier", "result"],
-            registry=r,
-        )
+        self.hot = HotPath()
+        r.register(self.hot)
         self.platform_requests = Counter(
             "paywall_platform_requests_total",
             "HTTP attempts to the platform API, by endpoint and status.",
@@ -107,9 +171,6 @@ class Metrics:
             ["operation"],
             registry=r,
         )
-        # Resolved children for the per-request paths: labels() costs a dict lookup and a lock.
-        self._lookup_children: dict[tuple[str, str, str], Counter] = {}
-        self._request_children: dict[tuple[str, str], Counter] = {}
 
     def observer(self, endpoint: str, status: str, seconds: float) -> None:
         """PlenigoClient's per-attempt observer: counts the attempt and times it."""
@@ -117,20 +178,11 @@ class Metrics:
         self.platform_seconds.labels(endpoint).observe(seconds)
 
     def cache_lookup(self, cache: str, result: str, tier: str = "l1") -> None:
-        key = (cache, tier, result)
-        child = self._lookup_children.get(key)
-        if child is None:
-            child = self._lookup_children[key] = self.cache_lookups.labels(cache, tier, result)
-        child.inc()
+        self.hot.lookup(cache, tier, result)
 
     def request(self, mode: str, outcome: str, seconds: float) -> None:
         """One decided request: front-ends call this with their mode and the verdict."""
-        key = (mode, outcome)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(mode, outcome)
-        child.inc()
-        self.decision_seconds.observe(seconds)
+        self.hot.request(mode, outcome, seconds)
 
     def coalesced_call(self) -> None:
         self.coalesced.inc()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 from gateway.metrics import Metrics
 
 
@@ -51,3 +54,47 @@ def test_request_and_lookup_helpers() -> None:
         "paywall_invalidations_total",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text
+
+
+def test_decision_buckets_are_inclusive_and_cumulative() -> None:
+    metrics = Metrics()
+    for seconds in (0.0001, 0.00010001, 2.5, 7.0):
+        metrics.request("auth_request", "granted", seconds)
+
+    def bucket(le: str) -> float:
+        return metrics.value("paywall_decision_seconds_bucket", {"le": le})
+
+    assert bucket("0.0001") == 1  # a value equal to a bound is in that bucket ("le")
+    assert bucket("0.00025") == 2
+    assert bucket("1.0") == 2
+    assert bucket("2.5") == 3
+    assert bucket("+Inf") == 4
+    assert metrics.value("paywall_decision_seconds_count") == 4
+    assert metrics.value("paywall_decision_seconds_sum") == 0.0001 + 0.00010001 + 2.5 + 7.0
+
+
+def test_per_request_counters_lose_nothing_across_threads() -> None:
+    metrics = Metrics()
+    per_thread, threads = 20_000, 8
+
+    def count() -> None:
+        for _ in range(per_thread):
+            metrics.request("wsgi", "granted", 0.0003)
+            metrics.cache_lookup("session", "hit")
+
+    workers = [threading.Thread(target=count) for _ in range(threads)]
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(previous)
+    total = per_thread * threads
+    assert metrics.value("paywall_requests_total", {"mode": "wsgi", "outcome": "granted"}) == total
+    assert metrics.value("paywall_decision_seconds_count") == total
+    assert metrics.value("paywall_decision_seconds_bucket", {"le": "0.0005"}) == total
+    lookups = {"cache": "session", "tier": "l1", "result": "hit"}
+    assert metrics.value("paywall_cache_lookups_total", lookups) == total

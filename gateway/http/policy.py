@@ -266,7 +266,8 @@ class FrontEnd:
             return cap
         if outcome.expires_at is None or outcome.fail_open:
             return 0
-        remaining = (outcome.expires_at - self._clock()).total_seconds()
+        now = outcome.decided_at or self._clock()
+        remaining = (outcome.expires_at - now).total_seconds()
         return max(0, min(cap, math.floor(remaining)))
 
     # --- after the access service ---------------------------------------------------------------

@@ -1,6 +1,12 @@
 """The values the front-end policy hands its drivers: what a request is (:class:`Check`,
 :class:`Login`), and what to do about it (:class:`Answer`, :class:`Pass`), each with the
-:class:`Record` that metrics and the access log are written from."""
+:class:`Record` that metrics and the access log are written from.
+
+Values built on every request are slots dataclasses that are never changed after construction,
+but not ``frozen``: a frozen dataclass's ``__init__`` sets each field through
+``object.__setattr__``, about five times the cost of a plain one (1.3 against 0.27 us for six
+fields), and a cached decision builds about a dozen of these.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ class Endpoint(Enum):
     TRANSFER = "transfer"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen (module docstring)
 class Record:
     """What the metrics and the access log say about one request."""
 
@@ -60,7 +66,7 @@ class Decision:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen (module docstring)
 class Check:
     """Ask the access service ``access``, then :meth:`FrontEnd.answer` with the outcome."""
 
@@ -81,7 +87,7 @@ class Login:
     visitor: Visitor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen (module docstring)
 class Answer:
     """A reply of the gateway's own, with what to record about it."""
 
@@ -89,7 +95,7 @@ class Answer:
     record: Record | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen (module docstring)
 class Pass:
     """Let the request through: to ``path`` (normalised, percent-encoded) with ``query`` (the
     visitor's, without the transfer token), ``headers`` added after every client-sent

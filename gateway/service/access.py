@@ -176,13 +176,14 @@ class AccessService:
         the rules of :meth:`peek`."""
         if not (credentials.session_token or credentials.transfer_token):
             return NO_CREDENTIAL_OUTCOME
-        session = self._identity.peek(credentials, with_refresh=schedule is not None)
+        now = self._clock()  # one reading for the whole request
+        session = self._identity.peek(credentials, with_refresh=schedule is not None, now=now)
         if session is None:
             return None
         if session.identity is None:  # a rejected session, remembered: never refreshed
             self._identity.count_hit(session)
             return INVALID_CREDENTIAL_OUTCOME
-        peeked = self._peek_decision(session.identity, rule, schedule is not None)
+        peeked = self._peek_decision(session.identity, rule, schedule is not None, now)
         if peeked is None:
             return None
         outcome, tier, refresh = peeked
@@ -195,15 +196,14 @@ class AccessService:
         return outcome
 
     def _peek_decision(
-        self, identity: Identity, rule: AccessRule, with_refresh: bool
+        self, identity: Identity, rule: AccessRule, with_refresh: bool, now: datetime
     ) -> tuple[AccessOutcome, str, Callable[[], None] | None] | None:
         """The hit's outcome, its tier and the refresh to start, from L1 alone; or None."""
         if self._peekable is None:
             return None
         customer_id = identity.customer_id
         key = f"{customer_id}:{self._rule_key(rule)}"
-        entry = self._peekable.peek(key, customer_id=customer_id)
-        now = self._clock()
+        entry = self._peekable.peek(key, customer_id=customer_id, now=now)
         if entry is None or now >= entry.fresh_until:
             return None
         refresh: Callable[[], None] | None = None
@@ -216,7 +216,8 @@ class AccessService:
                 self._refresh.start(key, lambda: self._load(key, customer_id, rule, ending))
 
         decision = entry.value.decide(rule, now, self._policy)
-        return _answer(decision, identity, "hit", decision.stable_until), entry.tier, refresh
+        outcome = _answer(decision, identity, "hit", decision.stable_until, now)
+        return outcome, entry.tier, refresh
 
     async def check(self, request: AccessRequest) -> AccessOutcome:
         """The verdict for one request. Never raises for platform trouble: that is a verdict."""
@@ -304,7 +305,7 @@ class AccessService:
                 ending = entry.fresh_until
                 self._refresh.start(key, lambda: self._load(key, customer_id, rule, ending))
             decision = entry.value.decide(rule, now, self._policy)
-            return _answer(decision, identity, "hit", decision.stable_until)
+            return _answer(decision, identity, "hit", decision.stable_until, now)
         try:
             fetched = await self._load(key, customer_id, rule)
         except PlatformUnavailable:
@@ -313,7 +314,7 @@ class AccessService:
         now = self._clock()
         decision = fetched.decide(rule, now, self._policy)
         expires_at = decision.stable_until if decision.stable_until > now else None
-        return _answer(decision, identity, "miss", expires_at)
+        return _answer(decision, identity, "miss", expires_at, now)
 
     async def _load(
         self, key: str, customer_id: str, rule: AccessRule, ending: datetime | None = None
@@ -358,7 +359,7 @@ class AccessService:
         if entry is not None and now < entry.stale_until:
             self._metrics.cache_lookup("access", "stale", entry.tier)
             decision = evaluate_access(entry.value.payload, rule, now, self._policy)
-            return _answer(decision, identity, "stale", None)
+            return _answer(decision, identity, "stale", None, now)
         self._metrics.cache_lookup("access", "miss", self._cache.tier)
         if self._fail_open:
             return AccessOutcome(
@@ -392,14 +393,20 @@ class AccessService:
 
 
 def _answer(
-    decision: Decision, identity: Identity, cache: CacheSource, expires_at: datetime | None
+    decision: Decision,
+    identity: Identity,
+    cache: CacheSource,
+    expires_at: datetime | None,
+    now: datetime,
 ) -> AccessOutcome:
     stale = cache == "stale" or identity.stale
     return AccessOutcome(
         Verdict.GRANTED if decision.granted else Verdict.DENIED,
         decision.reason,
-        customer_id=identity.customer_id,
-        cache="stale" if stale else cache,
-        expires_at=None if stale else expires_at,
-        session_token=identity.session_token,
+        identity.customer_id,
+        "stale" if stale else cache,
+        None if stale else expires_at,
+        identity.session_token,
+        False,
+        now,
     )

@@ -3,12 +3,16 @@
 Front-ends (reverse proxy, auth_request endpoint, ASGI/WSGI middleware) translate HTTP into an
 :class:`AccessRequest` and an :class:`AccessOutcome` back into HTTP; they never talk to the
 platform or a cache themselves.
+Values built on every request are slots dataclasses that are never changed after construction,
+but not ``frozen``: a frozen dataclass's ``__init__`` sets each field through
+``object.__setattr__``, about five times the cost of a plain one (1.3 against 0.27 us for six
+fields), and a cached decision builds about a dozen of these.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -25,7 +29,7 @@ class Verdict(enum.Enum):
     UNAVAILABLE = "unavailable"  # platform down and no usable cached answer -> 503
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen (module docstring)
 class Credentials:
     """Credentials found on a request, already picked by precedence by the front-end.
 
@@ -37,16 +41,16 @@ class Credentials:
     session_token: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen (module docstring)
 class AccessRequest:
     """One request to decide: method, the already-normalised path, and its credentials."""
 
     method: str
     path: str
-    credentials: Credentials = Credentials()
+    credentials: Credentials = field(default_factory=Credentials)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen (module docstring)
 class AccessOutcome:
     """The service's answer.
 
@@ -59,7 +63,9 @@ class AccessOutcome:
     ``expires_at`` is when this answer may first change (for front-proxy caching), ``None`` when
     it must not be reused. ``session_token`` is set when a transfer token was exchanged: the
     front-end sets it as the session cookie. ``fail_open`` marks an ``on_api_error = allow``
-    grant.
+    grant. ``decided_at`` is the service's clock reading the decision was made at (None for the
+    answers that need no clock): a front-end times ``expires_at`` from it instead of reading the
+    clock again.
     """
 
     verdict: Verdict
@@ -69,3 +75,4 @@ class AccessOutcome:
     expires_at: datetime | None = None
     session_token: str | None = None
     fail_open: bool = False
+    decided_at: datetime | None = field(default=None, compare=False)

@@ -28,7 +28,7 @@ from gateway.runtime import Platform, RedisTier, Runtime, open_platform, open_re
 from gateway.service.build import utc_now
 from gateway.service.cache import Clock
 from gateway.web.handlers import Driver
-from gateway.web.protocol import handler_args
+from gateway.web.protocol import DIRECT_HANDLER, handler_args
 from gateway.web.proxy import ProxyOptions, UpstreamProxy, create_upstream_session
 
 __all__ = ["METRICS", "RUNTIME", "SETTINGS", "Runtime", "create_app"]
@@ -111,5 +111,8 @@ def create_app(
     app.cleanup_ctx.append(_service_context(driver, clock))
     if settings.server.mode == "proxy":
         app.cleanup_ctx.append(_upstream_context(driver))
+    # One catch-all route (the policy routes by the normalised path); under GatewayRunner
+    # (``serve``) not even that: requests go straight to the driver.
     app.router.add_route("*", "/{tail:.*}", driver.handle)
+    app[DIRECT_HANDLER] = driver.direct
     return app

@@ -11,6 +11,7 @@ Metrics and the access log: :class:`gateway.http.observe.Observer`, shared by ev
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 
@@ -23,6 +24,8 @@ from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
 from gateway.service.access import AccessService
+from gateway.service.outcome import AccessOutcome
+from gateway.web.protocol import expect_continue
 from gateway.web.proxy import UpstreamProxy
 from gateway.web.responses import reply_response
 
@@ -59,6 +62,7 @@ class Driver:
         self._callbacks = frontend.callback_receiver(metrics)
         self._service: AccessService | None = None
         self._upstream: UpstreamProxy | None = None
+        self._soon: Callable[[Callable[[], None]], object] | None = None
         self._endpoints: dict[Endpoint, EndpointHandler] = {
             Endpoint.PAGE: self.page,
             Endpoint.AUTH: self.auth,
@@ -66,14 +70,36 @@ class Driver:
         }
 
     def attach(self, service: AccessService | None, upstream: UpstreamProxy | None) -> None:
+        """Called on the server's event loop when the app starts."""
         self._service = service
         self._upstream = upstream
+        self._soon = asyncio.get_running_loop().call_soon
+
+    async def _outcome(self, check: Check) -> AccessOutcome:
+        """The service's verdict: from this process's memory without awaiting when it can
+        (:meth:`AccessService.peek`, a cached decision), else the full check."""
+        service = self.service
+        outcome = service.peek(check.access, schedule=self._soon)
+        if outcome is None:
+            outcome = await service.check(check.access)
+        return outcome
 
     @property
     def service(self) -> AccessService:
         if self._service is None:
             raise RuntimeError("the gateway application has not started")
         return self._service
+
+    async def direct(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The listener's handler without aiohttp's router (:data:`DIRECT_HANDLER`): the
+        ``Expect`` header first, as the application would, then :meth:`handle`."""
+        if "Expect" in request.headers:
+            refusal = await expect_continue(request)
+            if refusal is not None:
+                return refusal
+        if not isinstance(request, web.Request):
+            raise TypeError("the gateway's requests are made by its application")
+        return await self.handle(request)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one route: what the policy says the request is, and its handler."""
@@ -94,7 +120,7 @@ class Driver:
         self, request: web.Request, view: RequestView, check: Check, started: float
     ) -> web.StreamResponse:
         """A page in proxy mode: decided, then streamed from the upstream or refused."""
-        outcome = await self.service.check(check.access)
+        outcome = await self._outcome(check)
         step = self._frontend.answer(check, outcome)
         if isinstance(step, Answer):
             return self.reply(view, step, started)
@@ -136,7 +162,7 @@ class Driver:
         return self.reply(view, answer, started)
 
     async def _decide(self, check: Check) -> Answer:
-        outcome = await self.service.check(check.access)
+        outcome = await self._outcome(check)
         step = self._frontend.answer(check, outcome)
         if isinstance(step, Pass):  # pages pass; auth and deny always answer themselves
             raise RuntimeError(f"{check.endpoint} cannot pass a request")

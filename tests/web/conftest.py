@@ -17,6 +17,7 @@ from gateway.sandbox.app import STATE, SandboxOptions
 from gateway.sandbox.app import create_app as create_sandbox
 from gateway.sandbox.data import load_data
 from gateway.web.app import create_app
+from gateway.web.protocol import GatewayRunner
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import T0, ManualClock
 
@@ -115,9 +116,21 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+class GatewayTestServer(TestServer):
+    """A test server that runs the app as ``paywall-gateway serve`` does: with
+    :class:`~gateway.web.protocol.GatewayRunner` (no router: the driver's direct handler)."""
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
-def start_stack(aiohttp_server: Any, http: aiohttp.ClientSession) -> StartStack:
-    """``await start_stack(server={...}, access={...})``: sections override the defaults."""
+async def start_stack(
+    aiohttp_server: Any, http: aiohttp.ClientSession
+) -> AsyncIterator[StartStack]:
+    """``await start_stack(server={...}, access={...})``: sections override the defaults. The
+    gateway runs as ``paywall-gateway serve`` runs it (:class:`GatewayTestServer`)."""
+    gateways: list[TestServer] = []
 
     async def start(**sections: Any) -> Stack:
         clock = ManualClock()
@@ -141,7 +154,11 @@ def start_stack(aiohttp_server: Any, http: aiohttp.ClientSession) -> StartStack:
         sections.setdefault("routes", ROUTES)
         settings = Settings(server=server, platform=platform_section, **sections)
         metrics = Metrics()
-        gateway = await aiohttp_server(create_app(settings, metrics=metrics, clock=clock))
+        gateway = GatewayTestServer(create_app(settings, metrics=metrics, clock=clock))
+        gateways.append(gateway)
+        await gateway.start_server()
         return Stack(gateway, platform, content, metrics, clock, http, settings)
 
-    return start
+    yield start
+    for gateway in reversed(gateways):
+        await gateway.close()

@@ -72,13 +72,13 @@ async def test_a_blocking_call_in_the_request_path_is_caught(
     start_stack: StartStack, loop_block_guard: LoopBlockGuard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = await start_stack()
-    real_check = AccessService.check
+    real_peek = AccessService.peek
 
-    async def blocking_check(self: AccessService, request: object) -> object:
-        time.sleep(STRICT * 3)  # noqa: ASYNC251 (the planted blocking call)
-        return await real_check(self, request)  # type: ignore[arg-type]
+    def blocking_peek(self: AccessService, request: object, **kwargs: object) -> object:
+        time.sleep(STRICT * 3)  # the planted blocking call (every decision peeks first)
+        return real_peek(self, request, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(AccessService, "check", blocking_check)
+    monkeypatch.setattr(AccessService, "peek", blocking_peek)
     loop = asyncio.get_running_loop()
     loop.slow_callback_duration = STRICT
     try:
