@@ -112,7 +112,12 @@ def create_app(
     if settings.server.mode == "proxy":
         app.cleanup_ctx.append(_upstream_context(driver))
     # One catch-all route (the policy routes by the normalised path); under GatewayRunner
-    # (``serve``) not even that: requests go straight to the driver.
-    app.router.add_route("*", "/{tail:.*}", driver.handle)
-    app[DIRECT_HANDLER] = driver.direct
+    # (``serve``) not even that: requests go straight to the driver. Either way the driver
+    # answers Expect itself (the route's expect handler does nothing).
+    app.router.add_route("*", "/{tail:.*}", driver.handle, expect_handler=_expect_nothing)
+    app[DIRECT_HANDLER] = driver.handle
     return app
+
+
+async def _expect_nothing(request: web.Request) -> None:
+    """The catch-all route's expect handler: the driver's handler answers Expect itself."""

@@ -12,7 +12,7 @@ Metrics and the access log: :class:`gateway.http.observe.Observer`, shared by ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import perf_counter
 
 from aiohttp import web
@@ -24,7 +24,6 @@ from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
 from gateway.service.access import AccessService
-from gateway.service.outcome import AccessOutcome
 from gateway.web.protocol import expect_continue
 from gateway.web.proxy import UpstreamProxy
 from gateway.web.responses import reply_response
@@ -50,9 +49,6 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-EndpointHandler = Callable[[web.Request, RequestView, Check, float], Awaitable[web.StreamResponse]]
-
-
 class Driver:
     """The request handlers; the service and upstream are attached when the app starts."""
 
@@ -63,11 +59,6 @@ class Driver:
         self._service: AccessService | None = None
         self._upstream: UpstreamProxy | None = None
         self._soon: Callable[[Callable[[], None]], object] | None = None
-        self._endpoints: dict[Endpoint, EndpointHandler] = {
-            Endpoint.PAGE: self.page,
-            Endpoint.AUTH: self.auth,
-            Endpoint.DENY: self.deny,
-        }
 
     def attach(self, service: AccessService | None, upstream: UpstreamProxy | None) -> None:
         """Called on the server's event loop when the app starts."""
@@ -75,68 +66,47 @@ class Driver:
         self._upstream = upstream
         self._soon = asyncio.get_running_loop().call_soon
 
-    async def _outcome(self, check: Check) -> AccessOutcome:
-        """The service's verdict: from this process's memory without awaiting when it can
-        (:meth:`AccessService.peek`, a cached decision), else the full check."""
-        service = self.service
-        outcome = service.peek(check.access, schedule=self._soon)
-        if outcome is None:
-            outcome = await service.check(check.access)
-        return outcome
-
     @property
     def service(self) -> AccessService:
         if self._service is None:
             raise RuntimeError("the gateway application has not started")
         return self._service
 
-    async def direct(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The listener's handler without aiohttp's router (:data:`DIRECT_HANDLER`): the
-        ``Expect`` header first, as the application would, then :meth:`handle`."""
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The one handler of every request: what the policy says the request is, and its
+        answer. A decision that this process holds in memory is made without awaiting
+        (:meth:`AccessService.peek`); only a miss awaits :meth:`AccessService.check`.
+
+        Also the listener's handler without aiohttp's router (:data:`DIRECT_HANDLER`), so it
+        answers ``Expect`` itself, as the application would (the catch-all route's own expect
+        handler does nothing, so both ways behave the same)."""
+        started = perf_counter()
         if "Expect" in request.headers:
             refusal = await expect_continue(request)
             if refusal is not None:
                 return refusal
         if not isinstance(request, web.Request):
             raise TypeError("the gateway's requests are made by its application")
-        return await self.handle(request)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The one route: what the policy says the request is, and its handler."""
-        started = perf_counter()
         view = request_view(request)  # built once: the policy and the access log read it
         step: Step = self._frontend.route(view)
         if isinstance(step, Check):
-            return await self._endpoints[step.endpoint](request, view, step, started)
+            service = self.service
+            outcome = service.peek(step.access, schedule=self._soon)
+            if outcome is None:
+                outcome = await service.check(step.access)
+            answer = self._frontend.answer(step, outcome)
+            if isinstance(answer, Pass):
+                if step.endpoint is not Endpoint.PAGE:  # auth and deny answer themselves
+                    raise RuntimeError(f"{step.endpoint} cannot pass a request")
+                return await self.forward(request, view, answer, started)
+            return self.reply(view, answer, started)
         if isinstance(step, Login):
             return await self.transfer(request, view, step, started)
         if isinstance(step, Callback):
             return await self.callback(request, view, step, started)
         return self.reply(view, step, started)
 
-    # --- one handler per endpoint -----------------------------------------------------------
-
-    async def page(
-        self, request: web.Request, view: RequestView, check: Check, started: float
-    ) -> web.StreamResponse:
-        """A page in proxy mode: decided, then streamed from the upstream or refused."""
-        outcome = await self._outcome(check)
-        step = self._frontend.answer(check, outcome)
-        if isinstance(step, Answer):
-            return self.reply(view, step, started)
-        return await self.forward(request, view, step, started)
-
-    async def auth(
-        self, request: web.Request, view: RequestView, check: Check, started: float
-    ) -> web.StreamResponse:
-        """``/_paywall/auth``: the decision about nginx's / Traefik's / Caddy's original request."""
-        return self.reply(view, await self._decide(check), started)
-
-    async def deny(
-        self, request: web.Request, view: RequestView, check: Check, started: float
-    ) -> web.StreamResponse:
-        """``/_paywall/deny``: the answer proxy mode would give the refused visitor."""
-        return self.reply(view, await self._decide(check), started)
+    # --- the endpoints that are more than a decision -------------------------------------------
 
     async def transfer(
         self, request: web.Request, view: RequestView, login: Login, started: float
@@ -160,13 +130,6 @@ class Driver:
             body = await read_limited(request, receiver.body_limit)
             answer = await receiver.handle(step, body, self.service)
         return self.reply(view, answer, started)
-
-    async def _decide(self, check: Check) -> Answer:
-        outcome = await self._outcome(check)
-        step = self._frontend.answer(check, outcome)
-        if isinstance(step, Pass):  # pages pass; auth and deny always answer themselves
-            raise RuntimeError(f"{check.endpoint} cannot pass a request")
-        return step
 
     async def forward(
         self, request: web.Request, view: RequestView, step: Pass, started: float

@@ -5,7 +5,10 @@ interim ``100 Continue`` is seen as sent."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from gateway.config import Settings
+from gateway.web.app import create_app
 from tests.web.conftest import StartStack
 
 SECRET = "direct-handler-secret-0123456789"
@@ -76,3 +79,23 @@ async def test_http_1_0_ignores_expect_and_without_it_nothing_changes(
         answer = await exchange(port, head, BODY, wait_continue=False)
         assert b" 100 " not in answer.split(b"\r\n", 1)[0]
         assert answer.split(b"\r\n", 1)[0].endswith(b" 200 OK")
+
+
+async def test_through_aiohttp_s_router_the_interim_answer_is_sent_once_too(
+    aiohttp_server: Any,
+) -> None:
+    """The app under a plain AppRunner (a test server, an embedding): the catch-all route's
+    expect handler leaves Expect to the driver, so ``100 Continue`` is sent exactly once."""
+    settings = Settings(
+        platform={"base_url": "http://127.0.0.1:9/api/v3.0", "api_token": "t"},
+        server={"mode": "auth_request", "cookie_secure": False},
+        callbacks={"secret": SECRET},
+        routes=[{"path": "/**", "public": True}],
+    )
+    server = await aiohttp_server(create_app(settings))
+    port = server.port
+    answer = await exchange(port, callback_head(port, "100-continue"), BODY, wait_continue=True)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
+    assert answer.count(b"HTTP/1.1 100") == 1
+    refused = await exchange(port, callback_head(port, "something-else"), wait_continue=False)
+    assert refused.startswith(b"HTTP/1.1 417 ")
