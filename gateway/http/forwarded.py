@@ -12,6 +12,7 @@ Pure: no I/O, no aiohttp, so the front-ends (proxy, auth endpoint, ASGI, WSGI) s
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -32,6 +33,21 @@ _MAX_REMEMBERED_PEERS = 4096
 
 
 def parse_ip(value: str | None) -> IPAddress | None:
+    """An address as a proxy may write it, or ``None`` if it is not one (:func:`_parse_ip`).
+
+    Addresses repeat (the peer is the same nginx all day), and parsing one costs microseconds:
+    short values are remembered (bounded; addresses are no secret, the results immutable)."""
+    if value is None:
+        return None
+    if len(value) <= _REMEMBERED_ADDRESS_LENGTH:
+        return _remembered_ip(value)
+    return _parse_ip(value)
+
+
+_REMEMBERED_ADDRESS_LENGTH = 128
+
+
+def _parse_ip(value: str) -> IPAddress | None:
     """An address as a proxy may write it, or ``None`` if it is not one.
 
     Accepted beyond a bare address, because real proxies write them: surrounding whitespace,
@@ -39,8 +55,6 @@ def parse_ip(value: str | None) -> IPAddress | None:
     quotes. IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``) become plain IPv4, so a rule for
     ``10.0.0.0/8`` matches them too. Zone identifiers (``fe80::1%eth0``) are dropped.
     """
-    if value is None:
-        return None
     text = value.strip().strip('"')
     if not text or len(text) > 64:
         return None
@@ -62,6 +76,9 @@ def parse_ip(value: str | None) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+_remembered_ip = functools.lru_cache(maxsize=4096)(_parse_ip)
 
 
 def _is_port(suffix: str) -> bool:
