@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-servers lint typecheck demo sandbox clean
+.PHONY: test test-servers lint typecheck demo sandbox bench bench-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,24 @@ demo: $(STAMP)
 # The local platform simulator alone on http://127.0.0.1:8090/api/v3.0 with the seeded customers.
 sandbox: $(STAMP)
 	$(BIN)/paywall-gateway sandbox --port 8090
+
+# The benchmark (bench/run.py; the README's "Performance"): every scenario next to its
+# reference on 127.0.0.1, about 10-15 minutes on two cores; results in bench/results/<UTC time>/.
+# `make bench BENCH=--quick` is a smoke run of a minute or two; BENCH takes any bench/run.py
+# option (--scenarios auth,proxy, --duration 5, --rounds 5, ...).
+# wrk, nginx and redis-server: installed with apt when missing (scripts/ensure-test-servers).
+bench-tools:
+	PYTHON='$(PYTHON)' scripts/ensure-test-servers bench
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,speed,bench]'
+	touch $(BENCH_STAMP)
+
+bench: bench-tools
+	$(MAKE) --no-print-directory $(BENCH_STAMP)
+	BENCH_COMMAND="make bench$(if $(BENCH), BENCH='$(BENCH)')" $(BIN)/python bench/run.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis

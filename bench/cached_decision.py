@@ -12,12 +12,22 @@ line per target and the ratios. Everything stops by itself.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from common import BIN, free_port, gateway_config, require_wrk, start, stop, wait_http, wrk
+from common import (
+    ROOT,
+    Gateway,
+    free_port,
+    gateway_config,
+    require_wrk,
+    start,
+    start_sandbox,
+    stop,
+    wait_http,
+    wrk,
+)
 
 COOKIE = "Cookie: paywall_session=demo-session-plain"
 
@@ -31,22 +41,10 @@ def main() -> int:
         return 2
 
     platform, bare = free_port(), free_port()
-    children = [
-        start(
-            [
-                str(BIN / "paywall-gateway"),
-                "sandbox",
-                "--port",
-                str(platform),
-                "--data",
-                "gateway/resources/sandbox-data.json",
-            ]
-        ),
-        start([sys.executable, "bench/bare_app.py", str(bare)]),
-    ]
+    children = [start_sandbox(platform, ROOT / "gateway/resources/sandbox-data.json")]
     results: dict[str, float] = {}
     try:
-        wait_http(f"http://127.0.0.1:{platform}/api/v3.0/")
+        children.append(start([sys.executable, "bench/bare_app.py", str(bare)]))
         wait_http(f"http://127.0.0.1:{bare}/")
         rate, detail = wrk(f"http://127.0.0.1:{bare}/", [], args.duration, args.connections)
         results["bare"] = rate
@@ -57,35 +55,21 @@ def main() -> int:
                 ("auth_request", True),
                 ("proxy", False),
             ):
-                port, admin = free_port(), free_port()
                 config = Path(tmp) / f"{mode}-{access_log}.toml"
                 gateway_config(config, mode, platform, bare, access_log)
-                gateway = start(
-                    [
-                        str(BIN / "paywall-gateway"),
-                        "serve",
-                        "--config",
-                        str(config),
-                        "--port",
-                        str(port),
-                        "--admin-port",
-                        str(admin),
-                    ],
-                    env={**os.environ},
-                )
+                gateway = Gateway(config)
                 try:
-                    wait_http(f"http://127.0.0.1:{admin}/healthz")
                     if mode == "auth_request":
-                        url = f"http://127.0.0.1:{port}/_paywall/auth"
+                        url = gateway.auth_url
                         headers = [COOKIE, "X-Original-URI: /premium/article"]
                     else:
-                        url = f"http://127.0.0.1:{port}/premium/article"
+                        url = f"http://127.0.0.1:{gateway.port}/premium/article"
                         headers = [COOKIE]
                     # Prime the caches (session validation, hasAccess), then measure hits.
                     wrk(url, headers, 1, 1)
                     rate, detail = wrk(url, headers, args.duration, args.connections)
                 finally:
-                    stop(gateway)
+                    gateway.stop()
                 label = f"gateway {mode}, cached grant" + (", access log" if access_log else "")
                 results[label] = rate
                 print(f"{label:38s}{rate:10.0f} req/s  ({detail})")

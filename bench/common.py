@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -38,6 +40,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
@@ -94,6 +105,94 @@ def require_wrk() -> bool:
     return True
 
 
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def wrk_ms(text: str) -> float:
+    """A wrk duration ("850.00us", "2.22ms", "1.02s") in milliseconds."""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if found is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(found.group(1)) * _UNITS_MS[found.group(2)]
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """One wrk run: what it counted and its latency distribution (milliseconds)."""
+
+    url: str
+    rate: float
+    requests: int
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    non_2xx_3xx: int  # wrk's "Non-2xx or 3xx responses"
+    socket_errors: str  # wrk's "Socket errors: ..." line, "" when there were none
+    output: str
+
+    @property
+    def clean(self) -> bool:
+        """Every answer 2xx/3xx, no socket error, and something was answered at all."""
+        return self.requests > 0 and self.non_2xx_3xx == 0 and not self.socket_errors
+
+    @property
+    def detail(self) -> str:
+        return f"p50 {self.p50_ms:.2f}ms, p99 {self.p99_ms:.2f}ms"
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "rate": self.rate,
+            "requests": self.requests,
+            "seconds": self.seconds,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "non_2xx_3xx": self.non_2xx_3xx,
+            "socket_errors": self.socket_errors,
+        }
+
+
+def run_wrk(
+    url: str,
+    headers: Iterable[str],
+    duration: int,
+    connections: int,
+    script: Path | None = None,
+) -> WrkResult:
+    """One wrk run with one thread (-t1) and --latency; never raises for bad answers (see
+    :attr:`WrkResult.clean`), only when wrk itself fails or prints no result."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for header in headers:
+        command += ["-H", header]
+    if script is not None:
+        command += ["-s", str(script)]
+    result = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=False, timeout=duration + 30
+    )
+    out = result.stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    # The "Latency Distribution" lines ("     50%    1.64ms"), not a "+/- Stdev" column.
+    latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.MULTILINE))
+    if result.returncode != 0 or rate is None or count is None or len(latency) < 3:
+        raise RuntimeError(f"wrk against {url} failed:\n{out}{result.stderr}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return WrkResult(
+        url=url,
+        rate=float(rate.group(1)),
+        requests=int(count.group(1)),
+        seconds=wrk_ms(count.group(2) + count.group(3)) / 1000,
+        p50_ms=wrk_ms(latency["50"]),
+        p90_ms=wrk_ms(latency["90"]),
+        p99_ms=wrk_ms(latency["99"]),
+        non_2xx_3xx=int(errors.group(1)) if errors else 0,
+        socket_errors=socket_errors.group(1).strip() if socket_errors else "",
+        output=out,
+    )
+
+
 def wrk(
     url: str,
     headers: list[str],
@@ -103,24 +202,10 @@ def wrk(
 ) -> tuple[float, str]:
     """(requests per second, "p50 …, p99 …") of one wrk run; raises if any answer was not
     2xx/3xx or wrk saw socket errors."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    for header in headers:
-        command += ["-H", header]
-    if script is not None:
-        command += ["-s", str(script)]
-    result = subprocess.run(
-        [*command, url], capture_output=True, text=True, check=True, timeout=duration + 30
-    )
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
-    # The "Latency Distribution" lines ("     50%    1.64ms"), not a "+/- Stdev" column.
-    p50 = re.search(r"^\s+50%\s+(\S+)", result.stdout, re.MULTILINE)
-    p99 = re.search(r"^\s+99%\s+(\S+)", result.stdout, re.MULTILINE)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
-    socket_errors = re.search(r"Socket errors: (.*)", result.stdout)
-    if rate is None or errors is not None or socket_errors is not None:
-        raise RuntimeError(f"wrk against {url} failed:\n{result.stdout}{result.stderr}")
-    detail = f"p50 {p50.group(1) if p50 else '?'}, p99 {p99.group(1) if p99 else '?'}"
-    return float(rate.group(1)), detail
+    result = run_wrk(url, headers, duration, connections, script)
+    if not result.clean:
+        raise RuntimeError(f"wrk against {url} failed:\n{result.output}")
+    return result.rate, result.detail
 
 
 def gateway_config(path: Path, mode: str, platform: int, upstream: int, access_log: bool) -> None:
@@ -205,8 +290,11 @@ def write_customers(path: Path, count: int) -> list[tuple[str, str]]:
 
 
 def start_sandbox(
-    port: int, data: Path, latency: float = 0.0, log: Path | None = None
+    port: int, data: Path, latency: float = 0.0, log: Path | None = None, timeout: float = 20.0
 ) -> subprocess.Popen[bytes]:
+    """The simulator with seed file ``data``; it loads a large file for a while (100,000
+    customers: about 30 s), so ``timeout`` must allow for that. Stopped again if it does not
+    answer in time."""
     process = start(
         [
             sys.executable,
@@ -222,7 +310,11 @@ def start_sandbox(
         ],
         log=log,
     )
-    wait_http(f"http://127.0.0.1:{port}/api/v3.0/")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/v3.0/", timeout=timeout)
+    except RuntimeError:
+        stop(process)
+        raise
     return process
 
 
@@ -249,6 +341,7 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 10
     while redis_command(port, "PING") != "+PONG":
         if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
             raise RuntimeError(f"redis-server on port {port} did not start")
         time.sleep(0.05)
     return process
@@ -277,6 +370,39 @@ def redis_stats(port: int) -> dict[str, int]:
         "commands": int(stats["total_commands_processed"]),
         "connections": int(stats["total_connections_received"]),
     }
+
+
+def redis_commandstats(port: int) -> dict[str, int]:
+    """Calls per command since Redis started (INFO commandstats), e.g. {"mget": 1200}. The
+    INFO commands of these readings are counted too; :func:`redis_commands_between` leaves them
+    out."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"INFO commandstats\r\n")
+        reply = sock.makefile("rb")
+        size = int(reply.readline()[1:])
+        text = reply.read(size).decode().replace("\r", "")
+    calls: dict[str, int] = {}
+    for name, fields in re.findall(r"^cmdstat_(\S+?):(\S+)$", text, re.MULTILINE):
+        values = dict(field.split("=", 1) for field in fields.split(","))
+        calls[name] = int(values["calls"])
+    return calls
+
+
+def redis_commands_between(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """The commands others sent between two :func:`redis_commandstats` readings (INFO left
+    out), by command."""
+    delta = {
+        name: after.get(name, 0) - before.get(name, 0) for name in after.keys() | before.keys()
+    }
+    return {name: n for name, n in sorted(delta.items()) if n and name != "info"}
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` (VmRSS from /proc), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def rotating_script(path: Path, tokens: list[str]) -> Path:
@@ -447,3 +573,21 @@ async def drive_auth(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return failures
+
+
+def zipf_sequence(customers: int, requests: int, exponent: float, seed: int) -> list[int]:
+    """Customer indexes (0 = rank 1) of ``requests`` independent Zipf(``exponent``) draws."""
+    weights = [1.0 / (rank**exponent) for rank in range(1, customers + 1)]
+    rng = random.Random(seed)  # noqa: S311 - a reproducible workload, not a secret
+    return rng.choices(range(customers), weights=weights, k=requests)
+
+
+def simulator_calls(port: int) -> int | None:
+    """The simulator's count of answered API requests (GET /_sandbox/calls, "total"), if this
+    simulator has that counter; None otherwise. Only a cross-check of the gateways' metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/calls", timeout=5) as r:
+            total = json.load(r).get("total")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return total if isinstance(total, int) else None

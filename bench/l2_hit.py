@@ -273,10 +273,10 @@ def main() -> int:
     problems = []
     if l2.platform_calls():
         problems.append(f"the platform was asked {l2.platform_calls()} times")
-    for cache in ("session", "access"):
-        if l2.lookups(cache, "l2", "hit") < 0.99 * requests:
+    for name in ("session", "access"):
+        if l2.lookups(name, "l2", "hit") < 0.99 * requests:
             problems.append(
-                f"only {l2.lookups(cache, 'l2', 'hit')} of {requests:.0f} {cache} lookups hit L2"
+                f"only {l2.lookups(name, 'l2', 'hit')} of {requests:.0f} {name} lookups hit L2"
             )
     if problems:
         errors = l2.sum("paywall_redis_errors_total")

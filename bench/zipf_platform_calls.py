@@ -35,12 +35,9 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
-import random
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,21 +50,16 @@ from common import (
     free_port,
     load_note,
     redis_command,
+    simulator_calls,
     start_redis,
     start_sandbox,
     stop,
     write_config,
     write_customers,
+    zipf_sequence,
 )
 
 PROCESSES = 2
-
-
-def zipf_sequence(customers: int, requests: int, exponent: float, seed: int) -> list[int]:
-    """Customer indexes (0 = rank 1) of ``requests`` independent Zipf(``exponent``) draws."""
-    weights = [1.0 / (rank**exponent) for rank in range(1, customers + 1)]
-    rng = random.Random(seed)  # noqa: S311 - a reproducible workload, not a secret
-    return rng.choices(range(customers), weights=weights, k=requests)
 
 
 @dataclass
@@ -112,17 +104,6 @@ def run(
     logs = [tmp / f"{config.stem}-{n}.log" for n in range(PROCESSES)]
     openings = sum(breaker_openings(log) for log in logs)
     return Run(label, len(sequence), failures, seconds, after - before, simulator, openings)
-
-
-def simulator_calls(port: int) -> int | None:
-    """The simulator's count of answered API requests (GET /_sandbox/calls, "total"), if this
-    simulator has that counter; None otherwise. Only a cross-check of the gateways' metrics."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/calls", timeout=5) as r:
-            total = json.load(r).get("total")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return total if isinstance(total, int) else None
 
 
 def main() -> int:

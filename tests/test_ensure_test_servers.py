@@ -100,7 +100,7 @@ class Machine:
         path = self.root / "calls"
         return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
-    def run(self, python: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, python: str | None = None, *arguments: str) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": str(self.bin),
             "ENSURE_EXTRA_PATH": "",
@@ -109,7 +109,7 @@ class Machine:
             "HOME": str(self.root),
         }
         return subprocess.run(
-            ["/bin/bash", str(SCRIPT)],
+            ["/bin/bash", str(SCRIPT), *arguments],
             env=env,
             capture_output=True,
             text=True,
@@ -239,3 +239,27 @@ def test_make_test_runs_it_first() -> None:
     )
     first = result.stdout.splitlines()[0]
     assert re.fullmatch(r"PYTHON='[^']*' scripts/ensure-test-servers", first), result.stdout
+
+
+def test_bench_checks_its_own_list_as_root_installs_it(machine: Machine) -> None:
+    """``scripts/ensure-test-servers bench`` (make bench): wrk, nginx, redis-server; the test
+    list's programs are not asked for."""
+    machine.has("nginx")
+    machine.user(0)
+    machine.apt()
+    machine.venv(ok=True)
+    result = machine.run(None, "bench")
+    assert result.returncode == 0, result.stderr
+    assert "make bench: this machine lacks wrk, redis-server" in result.stderr
+    install = [call for call in machine.calls() if " install " in call]
+    assert install == [
+        "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq --no-install-recommends "
+        "wrk redis-server"
+    ]
+
+
+def test_an_unknown_purpose_is_a_usage_error(machine: Machine) -> None:
+    result = machine.run(None, "deploy")
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    assert machine.calls() == []

@@ -1,0 +1,299 @@
+"""A small HTTP/1.1 load generator for what wrk cannot do: a fixed number of requests, a fixed
+request rate (open loop), and a check of every answer.
+
+wrk runs for a duration at whatever rate the server allows (closed loop) and has no clock in
+its Lua scripts, so it cannot hold a rate; its Lua ``response()`` hook, which could check each
+answer, slows it down a lot. This generator is plain asyncio on raw keep-alive connections
+(uvloop when installed): a few microseconds of its own per request, so on one core it keeps
+well ahead of the servers measured here (it is measured against the bare handler too, and says
+so when it fell behind its schedule).
+
+* :func:`closed_loop`: ``connections`` connections, each sending the next request of a shared
+  sequence as soon as its previous answer arrived, until the sequence or ``max_seconds`` ends.
+  Latency: from sending to the end of the answer.
+* :func:`open_loop`: one request every ``1 / rate`` seconds for ``seconds`` seconds, each on a
+  free connection of a pool of ``connections``. Latency is counted from when the request was
+  put in the queue for the pool, not when a connection got free to send it, so a server that
+  falls behind shows it in the percentiles instead of silently slowing the schedule down
+  ("coordinated omission"). The scheduler wakes once a millisecond (the loop's timer
+  resolution; a shorter sleep would spin and take a core from the server) and queues what is
+  due; how late it woke is its own lag, not the server's, and is reported apart
+  (``behind``, the worst lag).
+
+Requests are prebuilt bytes (:func:`get_request`); an answer passes if its status is 2xx and
+its head contains the request's ``expect`` bytes (e.g. ``b"X-Paywall-Access: granted"``). Only
+``Content-Length`` and chunked bodies are understood, which is what the servers here send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+ANSWER_TIMEOUT = 30.0  # seconds one answer may take before it counts as failed
+TICK = 0.001  # open loop: the scheduler wakes at most once a millisecond
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[ \t]*chunked", re.IGNORECASE)
+_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
+
+
+def get_request(host: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """The bytes of ``GET target`` with ``headers`` (Host is added)."""
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request to send and the bytes its answer's head must contain (b"" = any)."""
+
+    request: bytes
+    expect: bytes = b""
+
+
+@dataclass
+class LoadResult:
+    requests: int  # answers received (passed or not)
+    seconds: float
+    latencies: list[float] = field(repr=False)  # seconds, one per answer
+    failures: Counter[str]
+    behind: float = 0.0  # open loop: the scheduler's worst lag behind the schedule, seconds
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        """The ``p`` th percentile of the latencies in milliseconds (nearest rank)."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        rank = min(len(ordered), max(1, math.ceil(p / 100 * len(ordered))))
+        return ordered[rank - 1] * 1000
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+            "p50_ms": round(self.percentile(50), 3),
+            "p90_ms": round(self.percentile(90), 3),
+            "p99_ms": round(self.percentile(99), 3),
+            "max_ms": round(max(self.latencies, default=0.0) * 1000, 3),
+            "failures": dict(self.failures),
+            "behind_s": round(self.behind, 3),
+        }
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; :meth:`exchange` sends a request and returns the answer's
+    head once the whole answer arrived."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[bytes] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection closed mid-answer"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None or self.waiter.done():
+            return
+        head = _complete_answer(self.buffer)
+        if head is not None:
+            self.waiter.set_result(head)
+
+    async def exchange(self, request: bytes) -> bytes:
+        """The answer's head; TimeoutError after ``ANSWER_TIMEOUT`` seconds (a timer, not
+        asyncio.wait_for: that would cost a task per request)."""
+        if self.transport is None or self.closed:
+            raise ConnectionError("connection closed")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self.waiter = waiter
+        timer = loop.call_later(ANSWER_TIMEOUT, _expire, waiter)
+        self.transport.write(request)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+
+
+def _expire(waiter: asyncio.Future[bytes]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("no answer in time"))
+
+
+def _complete_answer(buffer: bytearray) -> bytes | None:
+    """The head of the first answer in ``buffer`` if it is complete (and removes it)."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end])
+    body_start = end + 4
+    length = _CONTENT_LENGTH.search(head)
+    if length is not None:
+        stop = body_start + int(length.group(1))
+    elif _CHUNKED.search(head):
+        last = buffer.find(b"\r\n0\r\n\r\n", body_start - 2)
+        if last < 0:
+            return None
+        stop = last + 7
+    elif head[9:12] in (b"204", b"304") or head[9:10] == b"1":
+        stop = body_start
+    else:
+        raise ValueError("an answer without Content-Length or chunked body")
+    if len(buffer) < stop:
+        return None
+    del buffer[:stop]
+    return head
+
+
+class _Client:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.latencies: list[float] = []
+        self.failures: Counter[str] = Counter()
+
+    async def connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(_Connection, self.host, self.port)
+        return protocol
+
+    async def one(self, connection: _Connection, job: Job, started: float) -> _Connection:
+        """Send ``job`` on ``connection`` (a new one if it was closed); record the answer."""
+        try:
+            if connection.closed:
+                connection = await self.connect()
+            head = await connection.exchange(job.request)
+        except (OSError, TimeoutError, ValueError) as exc:
+            self.failures[type(exc).__name__] += 1
+            if connection.transport is not None:
+                connection.transport.abort()
+            connection.closed = True
+            return connection
+        self.latencies.append(time.perf_counter() - started)
+        status = head[9:12]
+        if not status.startswith(b"2"):
+            self.failures[f"status {status.decode(errors='replace')}"] += 1
+        elif job.expect and job.expect not in head:
+            self.failures[f"2xx without {job.expect.decode(errors='replace')}"] += 1
+        if _CLOSE.search(head):
+            connection.closed = True
+            if connection.transport is not None:
+                connection.transport.close()
+        return connection
+
+
+async def closed_loop_async(
+    host: str,
+    port: int,
+    jobs: Sequence[Job],
+    connections: int,
+    max_seconds: float,
+) -> LoadResult:
+    client = _Client(host, port)
+    pool = [await client.connect() for _ in range(connections)]
+    pending = iter(jobs)
+    started = time.perf_counter()
+    deadline = started + max_seconds
+
+    async def worker(connection: _Connection) -> None:
+        for job in pending:  # the shared iterator hands each job to one worker
+            now = time.perf_counter()
+            if now > deadline:
+                return
+            connection = await client.one(connection, job, now)
+        if connection.transport is not None:
+            connection.transport.close()
+
+    await asyncio.gather(*(worker(c) for c in pool))
+    seconds = time.perf_counter() - started
+    return LoadResult(len(client.latencies), seconds, client.latencies, client.failures)
+
+
+async def open_loop_async(
+    host: str,
+    port: int,
+    jobs: Sequence[Job],
+    rate: float,
+    seconds: float,
+    connections: int,
+) -> LoadResult:
+    client = _Client(host, port)
+    pool = [await client.connect() for _ in range(connections)]
+    queue: asyncio.Queue[tuple[float, Job] | None] = asyncio.Queue()
+    total = int(rate * seconds)
+    interval = 1.0 / rate
+    start = time.perf_counter() + 0.05
+    lags: list[float] = []
+
+    async def worker(connection: _Connection) -> None:
+        while (item := await queue.get()) is not None:
+            connection = await client.one(connection, item[1], item[0])
+        if connection.transport is not None:
+            connection.transport.close()
+
+    workers = [asyncio.create_task(worker(c)) for c in pool]
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        if start + sent * interval <= now:
+            # The scheduler's own lag (the loop's timer tick): not the server's latency, so
+            # the clock of these requests starts now; reported apart as ``behind``.
+            lags.append(now - (start + sent * interval))
+        while sent < total and start + sent * interval <= now:
+            queue.put_nowait((now, jobs[sent % len(jobs)]))
+            sent += 1
+        if sent < total:
+            # At least one tick: the loop's timers have millisecond resolution, and a shorter
+            # sleep would spin, taking a core from the server under test.
+            await asyncio.sleep(max(TICK, start + sent * interval - time.perf_counter()))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - start
+    result = LoadResult(len(client.latencies), elapsed, client.latencies, client.failures)
+    result.behind = max(lags, default=0.0)
+    return result
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main()`` on a fresh event loop (uvloop when installed)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+def closed_loop(
+    host: str, port: int, jobs: Sequence[Job], connections: int, max_seconds: float
+) -> LoadResult:
+    return run(lambda: closed_loop_async(host, port, jobs, connections, max_seconds))
+
+
+def open_loop(
+    host: str, port: int, jobs: Sequence[Job], rate: float, seconds: float, connections: int = 64
+) -> LoadResult:
+    """``rate`` requests a second for ``seconds`` seconds, request i being ``jobs[i % n]``."""
+    return run(lambda: open_loop_async(host, port, jobs, rate, seconds, connections))
