@@ -164,8 +164,9 @@ class EntryCodec(Generic[T]):
     def decode(self, raw: bytes) -> CacheEntry[T]:
         return self.decode_owned(raw)[0]
 
-    def decode_owned(self, raw: bytes) -> tuple[CacheEntry[T], int]:
-        """The entry and its owner's generation when it was stored (0 without an owner)."""
+    def decode_owned(self, raw: bytes, tier: str = "l1") -> tuple[CacheEntry[T], int]:
+        """The entry (marked as answered by ``tier``) and its owner's generation when it was
+        stored (0 without an owner)."""
         try:
             data = orjson.loads(raw)
             owner: str | None = None
@@ -181,7 +182,8 @@ class EntryCodec(Generic[T]):
                 self._values.load(value),
                 _EPOCH + int(fresh_until) * _MICROSECOND,
                 _EPOCH + int(stale_until) * _MICROSECOND,
-                owner=owner,
+                tier,
+                owner,
             )
             return entry, owner_generation
         except CodecError:

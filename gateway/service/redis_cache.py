@@ -37,7 +37,6 @@ value that cannot be decoded counts as a miss. Redis errors propagate: the calle
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Generic, TypeVar
 
 import redis.asyncio as redis
@@ -167,7 +166,7 @@ class RedisCache(Generic[T]):
         if not isinstance(raw, bytes):  # None: a miss (a str only with decode_responses=True)
             return None
         try:
-            entry, owner_generation = self._codec.decode_owned(raw)
+            entry, owner_generation = self._codec.decode_owned(raw, self.tier)
         except CodecError:
             return None
         if self._clock() >= entry.stale_until:
@@ -176,7 +175,7 @@ class RedisCache(Generic[T]):
             owner_generation
         ):
             return None  # its owner was invalidated after it was stored
-        return replace(entry, tier=self.tier)
+        return entry
 
     async def set(
         self,
