@@ -175,9 +175,10 @@ class MemoryCache(Generic[T]):
     def __init__(self, max_entries: int, clock: Clock) -> None:
         self._clock = clock
         self._max_entries = max_entries
-        # (key, scope generation) -> (entry, the owner's generation when it was stored); least
-        # recently used first.
-        self._entries: OrderedDict[tuple[str, int], tuple[CacheEntry[T], int]] = OrderedDict()
+        # key -> (entry, its scope's generation and its owner's when it was stored); least
+        # recently used first. An entry of an older generation than its scope's is a miss
+        # (dropped when a lookup finds it, replaced when the key is stored again).
+        self._entries: OrderedDict[str, tuple[CacheEntry[T], int, int]] = OrderedDict()
         self._generations: dict[str, tuple[int, float]] = {}  # customer -> (generation, at)
         self._counter = itertools.count(1)
         # The generation of every customer without a record of its own: 0 until the first
@@ -214,17 +215,16 @@ class MemoryCache(Generic[T]):
                 record = self._generations.get(customer_id)
                 if record is not None:
                     generation = record[0]
-            slot = (key, generation)
-            stored = self._entries.get(slot)
+            stored = self._entries.get(key)
             if stored is None:
                 return None
-            entry, owner_generation = stored
-            if now >= entry.stale_until:
-                del self._entries[slot]
+            entry, stored_generation, owner_generation = stored
+            if stored_generation != generation or now >= entry.stale_until:
+                del self._entries[key]  # invalidated since it was stored, or dead
                 return None
             if entry.owner is not None and self._generation(entry.owner) != owner_generation:
                 return None  # its owner was invalidated after it was stored
-            self._entries.move_to_end(slot)
+            self._entries.move_to_end(key)
             return entry
 
     async def set(
@@ -246,9 +246,8 @@ class MemoryCache(Generic[T]):
             self._longest = max(self._longest, lifetime)
             owner_generation = self._generation(entry.owner) if entry.owner is not None else 0
             entries = self._entries
-            slot = (key, current)
-            entries[slot] = (entry, owner_generation)
-            entries.move_to_end(slot)
+            entries[key] = (entry, current, owner_generation)
+            entries.move_to_end(key)
             if len(entries) > self._max_entries:
                 entries.popitem(last=False)
 
