@@ -160,19 +160,7 @@ class RecordingAccessLog(AccessLog):
         super().__init__(Redactor(), stream)
         self.raw: list[tuple[Any, ...]] = []
 
-    def log(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        verdict: str,
-        reason: str,
-        cache: str,
-        customer_id: str | None,
-        client: str,
-        duration: float,
-    ) -> None:
-        values = (method, path, status, verdict, reason, cache, customer_id, client, duration)
+    def log(self, *values: Any) -> None:
         self.raw.append(values)
         super().log(*values)
 

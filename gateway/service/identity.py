@@ -14,11 +14,6 @@
 * :meth:`IdentityResolver.peek` is the synchronous, any-thread part of :meth:`resolve`: a fresh
   validation in this process's memory, or "cannot tell" (see
   :meth:`~gateway.service.access.AccessService.peek`).
-
-Values built on every request are slots dataclasses that are never changed after construction,
-but not ``frozen``: a frozen dataclass's ``__init__`` sets each field through
-``object.__setattr__``, about five times the cost of a plain one (1.3 against 0.27 us for six
-fields), and a cached decision builds about a dozen of these.
 """
 
 from __future__ import annotations
@@ -52,7 +47,7 @@ SessionCache = PayloadCache[str | None]
 """Session-token hash -> customer id, or None for a session the platform rejected."""
 
 
-@dataclass(slots=True)  # built per request: not frozen (module docstring)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
 class Identity:
     """A resolved visitor. ``session_token`` is set when it was just exchanged from a transfer
     token (the front-end sets it as the cookie); ``stale`` when served from an expired entry."""
@@ -62,7 +57,7 @@ class Identity:
     stale: bool = False
 
 
-@dataclass(slots=True)  # built per request: not frozen (module docstring)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
 class SessionPeek:
     """What this process's session cache alone says about a session token: ``identity`` (None:
     a token the platform rejected, remembered), the ``tier`` that answered (for the lookup
