@@ -28,7 +28,7 @@ from gateway.runtime import Platform, RedisTier, Runtime, open_platform, open_re
 from gateway.service.build import utc_now
 from gateway.service.cache import Clock
 from gateway.web.handlers import Driver
-from gateway.web.protocol import DIRECT_HANDLER, handler_args
+from gateway.web.protocol import ANSWER_NOW, DIRECT_HANDLER, handler_args
 from gateway.web.proxy import ProxyOptions, UpstreamProxy, create_upstream_session
 
 __all__ = ["METRICS", "RUNTIME", "SETTINGS", "Runtime", "create_app"]
@@ -116,6 +116,8 @@ def create_app(
     # answers Expect itself (the route's expect handler does nothing).
     app.router.add_route("*", "/{tail:.*}", driver.handle, expect_handler=_expect_nothing)
     app[DIRECT_HANDLER] = driver.handle
+    # And what can be answered from memory is answered as the parser reads it (serve only).
+    app[ANSWER_NOW] = driver.answer_now
     return app
 
 

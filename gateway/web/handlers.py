@@ -16,6 +16,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gateway.errors import PlatformUnavailable
 from gateway.http.observe import Observer
@@ -26,7 +27,7 @@ from gateway.metrics import Metrics
 from gateway.service.access import AccessService
 from gateway.web.protocol import expect_continue
 from gateway.web.proxy import UpstreamProxy
-from gateway.web.responses import reply_response
+from gateway.web.responses import reply_bytes, reply_response
 
 __all__ = ["Driver"]
 
@@ -105,6 +106,44 @@ class Driver:
         if isinstance(step, Callback):
             return await self.callback(request, view, step, started)
         return self.reply(view, step, started)
+
+    def answer_now(
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDictProxy[str],
+        peer: str | None,
+        scheme: str,
+    ) -> bytes | None:
+        """The whole response to a request that this process can answer from memory alone, on
+        arrival (:data:`~gateway.web.protocol.ANSWER_NOW`): what :meth:`handle` would send, with
+        the same metrics and access-log line; None (nothing recorded, nothing started) for
+        anything else, which then takes :meth:`handle`'s way.
+
+        Answered here: the auth and deny endpoints' decisions that
+        :meth:`AccessService.peek` makes, and the policy's own replies (a 400, a 404). Not: a
+        page in proxy mode (it may pass to the upstream), the login hand-off, callbacks."""
+        started = perf_counter()
+        view = RequestView(method, target, headers, peer, scheme)
+        step: Step = self._frontend.route(view)
+        if isinstance(step, Check):
+            if step.endpoint is Endpoint.PAGE:
+                return None
+            outcome = self.service.peek(step.access, schedule=self._soon)
+            if outcome is None:
+                return None
+            answer = self._frontend.answer(step, outcome)
+            if isinstance(answer, Pass):
+                raise RuntimeError(f"{step.endpoint} cannot pass a request")
+        elif isinstance(step, Answer):
+            answer = step
+        else:
+            return None
+        data = reply_bytes(answer.reply)
+        if answer.record is not None:
+            self._observer.decided(answer.record, started)
+            self._observer.logged(view, answer.record, answer.reply.status, started)
+        return data
 
     # --- the endpoints that are more than a decision -------------------------------------------
 

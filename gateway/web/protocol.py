@@ -29,10 +29,32 @@ any spelling included, and any client can flood the error log. Here instead:
   request with a 400 whose body names the error without echoing input bytes. aiohttp has no
   public hook for that body; the runner builds its :class:`web.Server` with this module's
   request handler.
+
+**Answers made on arrival** (:data:`ANSWER_NOW`, ``serve`` only). An aiohttp request costs
+a request object, a task, a response object and its header machinery: a bare aiohttp handler
+spends about three quarters of its time there, more than a cached decision costs the gateway.
+An app that sets :data:`ANSWER_NOW` is offered each request the moment the parser has read it,
+on the loop, before any of that exists; it returns the complete response (bytes), or None and
+the request goes aiohttp's way exactly as before. Only requests where that cannot change what
+the client sees are offered:
+
+* the connection is idle: aiohttp's request loop is parked waiting for a request (so it holds
+  none it has not answered yet), nothing is queued, writing is not paused (a client that does
+  not read its answers meets aiohttp's flow control, not a growing buffer); of pipelined
+  requests only the leading ones, so answers leave in order;
+* HTTP/1.1, keeping the connection open; no body (aiohttp's empty payload: neither
+  Content-Length above 0 nor chunked), no upgrade, no ``Expect``, not HEAD.
+
+The same parser read the same bytes, so the handler sees what aiohttp's request would show
+(the raw target, the headers, the peer address, the scheme). After an answer the connection's
+keep-alive timer is moved on, as aiohttp does after a request. This reads aiohttp's request
+handler's internals (a few attributes); :data:`ANSWERS_SUPPORTED` says whether the installed
+aiohttp has them, and without them every request goes aiohttp's way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -42,10 +64,15 @@ from typing import Any
 
 from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDictProxy
 
 __all__ = [
+    "ANSWERS_SUPPORTED",
+    "ANSWER_NOW",
     "DIRECT_HANDLER",
     "LINES_PER_SECOND",
     "LOGGER_NAME",
@@ -169,8 +196,103 @@ def handler_args() -> dict[str, Any]:
     }
 
 
+AnswerNow = Callable[[str, str, "CIMultiDictProxy[str]", str | None, str], bytes | None]
+"""(method, raw target, headers, peer address, scheme) -> the whole response, or None."""
+
+ANSWER_NOW: web.AppKey[AnswerNow] = web.AppKey("answer_now")
+"""An app's synchronous answerer (module docstring, "Answers made on arrival")."""
+
+# What the answers read and move of aiohttp's request handler (3.10 and later have them all).
+_HANDLER_STATE = (
+    "_messages",
+    "_waiter",
+    "_keepalive",
+    "_keepalive_handle",
+    "_keepalive_timeout",
+    "_next_keepalive_close_time",
+    "_process_keepalive",
+    "_paused",
+)
+_HANDLER_NAMES = {
+    name
+    for klass in RequestHandler.__mro__
+    for name in (*getattr(klass, "__slots__", ()), *vars(klass))
+}
+ANSWERS_SUPPORTED = all(name in _HANDLER_NAMES for name in _HANDLER_STATE)
+"""Whether the installed aiohttp's request handler has what :data:`ANSWER_NOW` needs."""
+
+
 class _RequestHandler(RequestHandler):
-    """aiohttp's request handler, whose answer to a refused request echoes no input."""
+    """aiohttp's request handler, whose answer to a refused request echoes no input, and which
+    offers requests to the app's :data:`ANSWER_NOW` as the parser reads them."""
+
+    __slots__ = ("_answer_now", "_peer", "_scheme")
+
+    def __init__(self, *args: Any, answer_now: AnswerNow | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answer_now = answer_now if ANSWERS_SUPPORTED else None
+        self._peer: str | None = None
+        self._scheme = "http"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._answer_now is None or self._parser is None:
+            return
+        # What aiohttp's request shows as ``remote`` and ``scheme``, read once per connection.
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, list | tuple):
+            self._peer = str(peername[0])
+        elif peername is not None:
+            self._peer = str(peername)
+        if transport.get_extra_info("sslcontext") is not None:
+            self._scheme = "https"
+        # Duck-typed: it stands in for the parser (feed_data, and the rest passed through).
+        self._parser = _AnsweringParser(self._parser, self)  # type: ignore[assignment]
+
+    def _parked(self) -> bool:
+        """Whether aiohttp's request loop waits for a request: it has none that it took and
+        has not answered yet (its waiter exists only while it waits)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def _answered(self, message: Any, payload: Any) -> bool:
+        """Whether ``message`` was answered here and then (the module docstring's rules)."""
+        answer_now = self._answer_now
+        transport = self.transport
+        if (
+            answer_now is None
+            or transport is None
+            or payload is not EMPTY_PAYLOAD
+            or type(message) is not RawRequestMessage
+            or message.version != HttpVersion11
+            or message.should_close
+            or message.upgrade
+            or message.method == "HEAD"
+            or self._messages
+            or not self._parked()
+            or self._paused
+            or "Expect" in message.headers
+        ):
+            return False
+        try:
+            response = answer_now(
+                message.method, message.path, message.headers, self._peer, self._scheme
+            )
+        except Exception as exc:  # a bug: aiohttp's way answers it (a 500), and logs it again
+            self.log_exception("Error answering a request on arrival", exc_info=exc)
+            return False
+        if response is None:
+            return False
+        transport.write(response)
+        # What aiohttp's start() does after a request it keeps the connection open for.
+        self._keepalive = True
+        timeout = self._keepalive_timeout
+        if timeout:
+            close_time = self._loop.time() + timeout
+            self._next_keepalive_close_time = close_time
+            if self._keepalive_handle is None:
+                self._keepalive_handle = self._loop.call_at(close_time, self._process_keepalive)
+        return True
 
     def handle_error(
         self,
@@ -184,10 +306,52 @@ class _RequestHandler(RequestHandler):
         return super().handle_error(request, status, exc, message)
 
 
+class _AnsweringParser:
+    """The connection's parser, through which the leading requests of each read are offered to
+    :meth:`_RequestHandler._answered` before aiohttp queues them. Everything else (errors,
+    upgrades, bodies, the parser's own flow control) is the parser's and aiohttp's, as before.
+
+    aiohttp (3.14) has the parser stop after a queue's worth of requests (the rest of the read
+    waits in the parser) and re-drives it as its request loop drains the queue. A read that
+    filled the queue is therefore left to aiohttp whole: answering some of it here would leave
+    the parser stopped with nobody to re-drive it. Below that the parser did not stop."""
+
+    def __init__(self, parser: Any, handler: _RequestHandler) -> None:
+        self._parser = parser
+        self._handler: _RequestHandler | None = handler
+        self._consumed: Callable[[], None] | None = getattr(parser, "message_consumed", None)
+        self._queue_size: int = getattr(handler, "_max_msg_queue_size", 0) or 0
+
+    def feed_data(self, data: bytes) -> tuple[Any, Any, Any]:
+        messages, upgraded, tail = self._parser.feed_data(data)
+        handler = self._handler
+        if not messages or handler is None:
+            return messages, upgraded, tail
+        if self._queue_size and len(messages) >= self._queue_size:
+            return messages, upgraded, tail
+        answered = 0
+        for message, payload in messages:
+            if not handler._answered(message, payload):
+                break
+            answered += 1
+            if self._consumed is not None:
+                self._consumed()  # its slot in the parser's queue: aiohttp never sees it
+        if answered:
+            messages = list(messages)[answered:]
+        return messages, upgraded, tail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class _Server(web.Server):
+    def __init__(self, *args: Any, answer_now: AnswerNow | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answer_now = answer_now
+
     def __call__(self) -> RequestHandler:
         kwargs = {"logger": protocol_logger(), **self._kwargs}
-        return _RequestHandler(self, loop=self._loop, **kwargs)
+        return _RequestHandler(self, loop=self._loop, answer_now=self._answer_now, **kwargs)
 
 
 DIRECT_HANDLER: web.AppKey[Callable[[BaseRequest], Awaitable[web.StreamResponse]]] = web.AppKey(
@@ -211,6 +375,7 @@ class GatewayRunner(web.AppRunner):
         server = await super()._make_server()
         return _Server(
             self.app.get(DIRECT_HANDLER, server.request_handler),
+            answer_now=self.app.get(ANSWER_NOW),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

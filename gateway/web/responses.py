@@ -1,13 +1,25 @@
-"""Gateway-made answers as aiohttp responses."""
+"""Gateway-made answers as aiohttp responses, or as the bytes of a whole HTTP/1.1 response.
+
+:func:`reply_bytes` is for answers made on arrival (:data:`gateway.web.protocol.ANSWER_NOW`):
+the response aiohttp would send for :func:`reply_response` on a kept-alive HTTP/1.1
+connection, header for header (the reply's, then ``Content-Length``, ``Date`` and ``Server``,
+and ``Content-Type`` as aiohttp adds it for a body without one), without building it.
+"""
 
 from __future__ import annotations
 
+import re
+import time
+from http import HTTPStatus
+
 from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
 
 from gateway.http.replies import Reply, error_reply
 from gateway.http.request import wants_json
 
-__all__ = ["error_response", "reply_response"]
+__all__ = ["error_response", "reply_bytes", "reply_response"]
 
 _ERROR_CODES = {
     413: "request_too_large",
@@ -26,3 +38,47 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
 def reply_response(reply: Reply) -> web.Response:
     """A gateway-made :class:`~gateway.http.replies.Reply` as an aiohttp response."""
     return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
+
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus
+}
+_TRAILER = f"\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
+# What aiohttp refuses in a header (it fails the response): a control character but tab.
+_forbidden = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+_date = (-1, "")  # (second, Date header's value): one tuple, replaced whole
+
+
+def _http_date() -> str:
+    """The ``Date`` value of this second (aiohttp's own formatting, remembered per second)."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, rfc822_formatted_time())
+    return _date[1]
+
+
+def reply_bytes(reply: Reply) -> bytes:
+    """:func:`reply_response`'s response as aiohttp writes it to a kept-alive HTTP/1.1
+    connection. ValueError for what aiohttp would refuse too: a control character (but tab)
+    in a header name or value, a status outside 100-999."""
+    status = reply.status
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid status code {status}")
+        line = f"HTTP/1.1 {status} \r\n"
+    body = reply.body
+    parts = [line]
+    has_type = False
+    for name, value in reply.headers:
+        if _forbidden(name) or _forbidden(value):
+            raise ValueError("a control character in a header")
+        if name.lower() == "content-type":
+            has_type = True
+        parts.append(f"{name}: {value}\r\n")
+    if body and not has_type:
+        parts.append("Content-Type: application/octet-stream\r\n")
+    parts.append(f"Content-Length: {len(body)}\r\nDate: {_http_date()}{_TRAILER}")
+    head = "".join(parts).encode()
+    return head + body if body else head

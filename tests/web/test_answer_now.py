@@ -1,0 +1,325 @@
+"""Answers made on arrival (gateway.web.protocol's ANSWER_NOW, the driver's ``answer_now``): a
+decision this process holds in memory is answered as the parser reads the request, without
+aiohttp's request and response objects. Raw sockets throughout: what is checked is the bytes
+and their order on the connection, and which way each request went (the driver's ``handle``
+is aiohttp's way)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.web import handlers, protocol
+from gateway.web.handlers import Driver
+from gateway.web.protocol import ANSWERS_SUPPORTED
+from tests.conftest import AccessCapture
+from tests.web.conftest import Stack, StartStack
+
+PLAIN = "paywall_session=demo-session-plain"
+NO_RIGHTS = "paywall_session=demo-session-no-rights"
+DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
+
+
+@pytest.fixture
+def slow_way(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The targets of the requests that went aiohttp's way (the driver's ``handle``)."""
+    seen: list[str] = []
+    handle = Driver.handle
+
+    async def counting(self: Driver, request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(request.raw_path)
+        return await handle(self, request)
+
+    monkeypatch.setattr(Driver, "handle", counting)
+    return seen
+
+
+def auth_request(
+    cookie: str | None = PLAIN,
+    uri: str = "/premium/a",
+    *,
+    method: str = "GET",
+    version: str = "1.1",
+    extra: tuple[str, ...] = (),
+    target: str = "/_paywall/auth",
+) -> bytes:
+    lines = [f"{method} {target} HTTP/{version}", "Host: news.example"]
+    lines.append(f"X-Original-URI: {uri}")
+    if cookie is not None:
+        lines.append(f"Cookie: {cookie}")
+    lines.extend(extra)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class Connection:
+    """One client connection that reads whole responses (Content-Length framed)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def response(self, *, head_only: bool = False) -> bytes:
+        async with asyncio.timeout(5):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            if head_only:
+                return head
+            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+            assert length is not None, head
+            return head + await self.reader.readexactly(int(length.group(1)))
+
+    async def closed(self, within: float = 2.0) -> bool:
+        try:
+            async with asyncio.timeout(within):
+                return await self.reader.read(1) == b""
+        except TimeoutError:
+            return False
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[int], Any]]:
+    opened: list[asyncio.StreamWriter] = []
+
+    async def open_connection(port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        opened.append(writer)
+        return Connection(reader, writer)
+
+    yield open_connection
+    for writer in opened:
+        writer.close()
+
+
+async def auth_stack(start_stack: StartStack) -> tuple[Stack, int]:
+    stack = await start_stack(server={"mode": "auth_request"})
+    port = stack.gateway.port
+    assert port is not None
+    return stack, port
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_the_installed_aiohttp_supports_it() -> None:
+    # Without these internals every request would silently take aiohttp's (slower) way.
+    assert ANSWERS_SUPPORTED
+
+
+async def test_a_cached_decision_is_answered_on_arrival_and_recorded_once(
+    start_stack: StartStack,
+    slow_way: list[str],
+    connect: Callable[[int], Any],
+    access_capture: AccessCapture,
+) -> None:
+    stack, port = await auth_stack(start_stack)
+    client = await connect(port)
+    await client.send(auth_request())
+    first = await client.response()
+    assert b"X-Paywall-Cache: miss" in first
+    assert slow_way == ["/_paywall/auth"]  # a miss awaits the platform: aiohttp's way
+    for _ in range(20):
+        await client.send(auth_request())
+        answer = await client.response()
+        assert status_of(answer) == 200
+        assert b"X-Paywall-Cache: hit\r\n" in answer
+        assert b"X-Paywall-Customer-Id: 100001\r\n" in answer
+    assert slow_way == ["/_paywall/auth"]
+    assert (
+        stack.metrics.value(
+            "paywall_requests_total", {"mode": "auth_request", "outcome": "granted"}
+        )
+        == 21
+    )
+    assert (
+        stack.metrics.value(
+            "paywall_cache_lookups_total", {"cache": "access", "result": "hit", "tier": "l1"}
+        )
+        == 20
+    )
+    lines = access_capture.lines()
+    assert [line["cache"] for line in lines] == ["miss"] + ["hit"] * 20
+    assert {line["client"] for line in lines} == {"127.0.0.1"}
+
+
+async def _bytes_of(port: int, requests: list[bytes], connect: Callable[[int], Any]) -> list[bytes]:
+    client = await connect(port)
+    answers = []
+    for request in requests:
+        await client.send(request)
+        answers.append(DATE.sub(b"\r\nDate: -\r\n", await client.response()))
+    return answers
+
+
+async def test_the_bytes_are_those_aiohttp_sends(
+    start_stack: StartStack,
+    slow_way: list[str],
+    connect: Callable[[int], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    requests = [
+        auth_request(),  # a miss (aiohttp's way), then
+        auth_request(),  # a cached grant
+        auth_request(NO_RIGHTS),  # a miss, then
+        auth_request(NO_RIGHTS),  # a cached denial: 403 with a body
+        auth_request(None),  # no credential: 401 with the paywall page
+        auth_request(f"{PLAIN}; {PLAIN}"),  # ambiguous: 400
+        auth_request(target="/nothing"),  # a 404 of the policy's own
+        auth_request(target="/_paywall/deny", uri="/premium/a"),
+    ]
+    _stack, port = await auth_stack(start_stack)
+    on_arrival = await _bytes_of(port, requests, connect)
+    assert len(slow_way) == 2  # the two misses only
+    # Connections opened from now on send everything through aiohttp: same server, same
+    # caches (so the misses are hits now).
+    monkeypatch.setattr(protocol, "ANSWERS_SUPPORTED", False)
+    through_aiohttp = await _bytes_of(port, requests, connect)
+    assert len(slow_way) == 2 + len(requests)
+    for mine, theirs in zip(on_arrival, through_aiohttp, strict=True):
+        assert mine.replace(b"X-Paywall-Cache: miss", b"X-Paywall-Cache: hit") == theirs
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    start_stack: StartStack, slow_way: list[str], connect: Callable[[int], Any]
+) -> None:
+    _stack, port = await auth_stack(start_stack)
+    client = await connect(port)
+    await client.send(auth_request())
+    await client.response()
+    slow_way.clear()
+    # cached, a miss (waits for the platform), cached, cached: one write.
+    await client.send(
+        auth_request() + auth_request(NO_RIGHTS) + auth_request() + auth_request(target="/x")
+    )
+    answers = [await client.response() for _ in range(4)]
+    assert [status_of(answer) for answer in answers] == [200, 403, 200, 404]
+    assert b"X-Paywall-Cache: miss" in answers[1]
+    assert b"X-Paywall-Cache: hit" in answers[2]
+    # The first was answered on arrival; from the miss on, aiohttp's way keeps the order.
+    assert slow_way == ["/_paywall/auth", "/_paywall/auth", "/x"]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "closes"),
+    [
+        (auth_request(extra=("Content-Length: 3",)) + b"abc", False),
+        (auth_request(extra=("Transfer-Encoding: chunked",)) + b"3\r\nabc\r\n0\r\n\r\n", False),
+        (auth_request(extra=("Expect: 100-continue", "Content-Length: 0")), False),
+        (auth_request(method="HEAD"), False),
+        (auth_request(version="1.0"), True),
+        (auth_request(extra=("Connection: close",)), True),
+    ],
+    ids=["body", "chunked", "expect", "head", "http-1.0", "connection-close"],
+)
+async def test_what_is_not_offered_goes_aiohttps_way(
+    start_stack: StartStack,
+    slow_way: list[str],
+    connect: Callable[[int], Any],
+    request_bytes: bytes,
+    closes: bool,
+) -> None:
+    _stack, port = await auth_stack(start_stack)
+    warm = await connect(port)
+    await warm.send(auth_request())
+    await warm.response()
+    slow_way.clear()
+    client = await connect(port)
+    await client.send(request_bytes)
+    if b"Expect: 100-continue" in request_bytes:
+        assert (await client.response(head_only=True)).startswith(b"HTTP/1.1 100 Continue")
+    head_request = request_bytes.startswith(b"HEAD")
+    answer = await client.response(head_only=head_request)
+    assert status_of(answer) == 200
+    assert b"X-Paywall-Cache: hit" in answer
+    assert slow_way == ["/_paywall/auth"]
+    assert await client.closed(within=0.5) is closes
+
+
+async def test_keep_alive_timer_moves_on_with_answers_and_closes_an_idle_connection(
+    start_stack: StartStack, connect: Callable[[int], Any]
+) -> None:
+    stack, port = await auth_stack(start_stack)
+    server = stack.gateway.runner.server  # type: ignore[union-attr]
+    server._kwargs["keepalive_timeout"] = 0.4  # connections made from now on
+    client = await connect(port)
+    await client.send(auth_request())
+    await client.response()
+    for _ in range(6):  # 1.2 s of answers on arrival, each well within the timeout
+        await asyncio.sleep(0.2)
+        await client.send(auth_request())
+        assert b"X-Paywall-Cache: hit" in await client.response()
+    assert await client.closed(within=1.5)  # idle: closed after about 0.4 s
+
+
+async def test_a_failure_on_arrival_leaves_the_request_to_aiohttps_way(
+    start_stack: StartStack,
+    slow_way: list[str],
+    connect: Callable[[int], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _stack, port = await auth_stack(start_stack)
+    client = await connect(port)
+    await client.send(auth_request())
+    await client.response()
+
+    def broken(reply: Any) -> bytes:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(handlers, "reply_bytes", broken)
+    await client.send(auth_request())
+    answer = await client.response()
+    assert status_of(answer) == 200  # aiohttp's way answered it, on the same connection
+    assert slow_way == ["/_paywall/auth", "/_paywall/auth"]
+
+
+async def test_while_writing_is_paused_requests_go_aiohttps_way(
+    start_stack: StartStack, slow_way: list[str], connect: Callable[[int], Any]
+) -> None:
+    # A client that does not read its answers: once the transport's buffer passes its high
+    # water mark it pauses writing, and answers on arrival would pile up past it. aiohttp's
+    # way waits for the buffer to drain instead.
+    stack, port = await auth_stack(start_stack)
+    client = await connect(port)
+    await client.send(auth_request())
+    await client.response()
+    (handler,) = stack.gateway.runner.server.connections  # type: ignore[union-attr]
+    handler.pause_writing()  # what the transport does at its high water mark
+    slow_way.clear()
+    await client.send(auth_request())
+    await asyncio.sleep(0.2)
+    assert slow_way == ["/_paywall/auth"]
+    handler.resume_writing()
+    assert b"X-Paywall-Cache: hit" in await client.response()
+    await asyncio.sleep(0.1)  # aiohttp's request loop parks again once it is done with it
+    await client.send(auth_request())  # writing again: on arrival again
+    assert b"X-Paywall-Cache: hit" in await client.response()
+    assert slow_way == ["/_paywall/auth"]
+
+
+async def test_a_read_that_fills_the_parsers_queue_is_left_to_aiohttp(
+    start_stack: StartStack, slow_way: list[str], connect: Callable[[int], Any]
+) -> None:
+    # aiohttp's parser stops after a queue's worth of requests in one read and aiohttp
+    # re-drives it; every request of such a burst is answered, in order, on one connection.
+    stack, port = await auth_stack(start_stack)
+    client = await connect(port)
+    await client.send(auth_request())
+    await client.response()
+    count = 2_000
+    await client.send(b"".join(auth_request(uri=f"/premium/{n}") for n in range(count)))
+    async with asyncio.timeout(60):
+        answers = [await client.response() for _ in range(count)]
+    assert all(b"X-Paywall-Access: granted" in answer for answer in answers)
+    assert (
+        stack.metrics.value(
+            "paywall_requests_total", {"mode": "auth_request", "outcome": "granted"}
+        )
+        == count + 1
+    )
