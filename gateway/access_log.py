@@ -133,6 +133,7 @@ class AccessLog:
         # Writer thread only: remembered encodings, and the timestamp of the current second.
         self._words: dict[str, str] = {}
         self._paths: dict[str, str] = {}
+        self._middles: dict[tuple[Any, ...], str] = {}  # see _line
         self._stamp = (-1, "")  # (second, its text): one attribute, replaced whole
         # A configured secret name that is also a field's name: JsonFormatter would redact the
         # whole field, and so does the general path.
@@ -334,6 +335,49 @@ class AccessLog:
 
     def _line(self, entry: Entry) -> str:
         created, method, path, status, verdict, reason, cache, customer_id, client, seconds = entry
+        # The fields from the method to the customer id repeat (a site's pages, its
+        # subscribers): encoded once per combination. Only for plain str / int values: equal
+        # values of other types may encode differently (200 == 200.0, not as text).
+        if (
+            type(status) is int
+            and type(method) is str
+            and type(path) is str
+            and type(verdict) is str
+            and type(reason) is str
+            and type(cache) is str
+            and (customer_id is None or type(customer_id) is str)
+        ):
+            key = (method, path, status, verdict, reason, cache, customer_id)
+            middle = self._middles.get(key)
+            if middle is None:
+                middle = self._middle(method, path, status, verdict, reason, cache, customer_id)
+                if len(path) <= _MEMO_MAX_LENGTH:
+                    if len(self._middles) >= _MEMO_SIZE:
+                        self._middles.clear()
+                    self._middles[key] = middle
+        else:
+            middle = self._middle(method, path, status, verdict, reason, cache, customer_id)
+        client_ = _address(client) or self._words.get(client) or self._word(client)
+        duration = round(seconds * 1000, 3)
+        if type(duration) is float and -_INFINITY < duration < _INFINITY:
+            duration_ = repr(duration)
+        else:
+            duration_ = self._value(duration)
+        return (
+            f'{{"ts":"{self._timestamp(created)}","level":"info","logger":"{LOGGER}",'
+            f'"msg":"request",{middle},"client":{client_},"duration_ms":{duration_}}}\n'
+        )
+
+    def _middle(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        verdict: str,
+        reason: str,
+        cache: str,
+        customer_id: str | None,
+    ) -> str:
         words = self._words
         method_ = words.get(method) or self._word(method)
         path_ = self._paths.get(path) or self._path(path)
@@ -342,17 +386,9 @@ class AccessLog:
         reason_ = words.get(reason) or self._word(reason)
         cache_ = words.get(cache) or self._word(cache)
         customer_ = _customer_id(customer_id) or self._value(customer_id)
-        client_ = _address(client) or words.get(client) or self._word(client)
-        duration = round(seconds * 1000, 3)
-        if type(duration) is float and -_INFINITY < duration < _INFINITY:
-            duration_ = repr(duration)
-        else:
-            duration_ = self._value(duration)
         return (
-            f'{{"ts":"{self._timestamp(created)}","level":"info","logger":"{LOGGER}",'
-            f'"msg":"request","method":{method_},"path":{path_},"status":{status_},'
-            f'"verdict":{verdict_},"reason":{reason_},"cache":{cache_},'
-            f'"customer_id":{customer_},"client":{client_},"duration_ms":{duration_}}}\n'
+            f'"method":{method_},"path":{path_},"status":{status_},"verdict":{verdict_},'
+            f'"reason":{reason_},"cache":{cache_},"customer_id":{customer_}'
         )
 
     def _general_line(self, entry: Entry) -> str:

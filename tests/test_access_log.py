@@ -145,6 +145,22 @@ def test_lines_are_the_ones_jsonformatter_wrote(
     assert "SECRET" not in stream.getvalue()
 
 
+def test_equal_values_of_other_types_are_not_taken_for_remembered_ones(
+    fixed_clock: float,
+) -> None:
+    # 200, 200.0 and True are equal dictionary keys; JSON writes them differently.
+    redact = redactor()
+    stream = io.StringIO()
+    writer = AccessLog(redact, stream)
+    variants = [(*GRANTED[:2], status, *GRANTED[3:]) for status in (200, 200.0, True, 200)]
+    for values in variants:
+        writer.log(*values, 0.25)
+    writer.close()
+    formatter = JsonFormatter(redact)
+    assert written(stream) == [old_line(formatter, fixed_clock, v, 0.25) for v in variants]
+    assert [json.loads(line)["status"] for line in written(stream)] == [200, 200.0, True, 200]
+
+
 def test_a_secret_name_that_is_a_field_name_is_redacted_as_before(fixed_clock: float) -> None:
     redact = Redactor(secret_cookie="client", secret_params=["reason"])
     stream = io.StringIO()

@@ -44,8 +44,9 @@ _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus
 }
 _TRAILER = f"\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
-# What aiohttp refuses in a header (it fails the response): a control character but tab.
-_forbidden = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+# What aiohttp refuses in a header (it fails the response): a control character but tab; here
+# without CR and LF, which are counted instead (reply_bytes).
+_forbidden = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
 _date = (-1, "")  # (second, Date header's value): one tuple, replaced whole
 
 
@@ -69,16 +70,13 @@ def reply_bytes(reply: Reply) -> bytes:
             raise ValueError(f"invalid status code {status}")
         line = f"HTTP/1.1 {status} \r\n"
     body = reply.body
-    parts = [line]
-    has_type = False
-    for name, value in reply.headers:
-        if _forbidden(name) or _forbidden(value):
-            raise ValueError("a control character in a header")
-        if name.lower() == "content-type":
-            has_type = True
-        parts.append(f"{name}: {value}\r\n")
-    if body and not has_type:
-        parts.append("Content-Type: application/octet-stream\r\n")
-    parts.append(f"Content-Length: {len(body)}\r\nDate: {_http_date()}{_TRAILER}")
-    head = "".join(parts).encode()
-    return head + body if body else head
+    lines = [f"{name}: {value}\r\n" for name, value in reply.headers]
+    fields = "".join(lines)
+    # One scan for the whole block: a control character other than the line ends put there,
+    # or a line end more (inside a name or value).
+    if _forbidden(fields) or fields.count("\n") != len(lines) or fields.count("\r") != len(lines):
+        raise ValueError("a control character in a header")
+    if body and reply.header("Content-Type") is None:
+        fields += "Content-Type: application/octet-stream\r\n"
+    head = f"{line}{fields}Content-Length: {len(body)}\r\nDate: {_http_date()}{_TRAILER}"
+    return head.encode() + body if body else head.encode()

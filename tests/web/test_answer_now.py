@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.http.replies import Reply
 from gateway.web import handlers, protocol
 from gateway.web.handlers import Driver
 from gateway.web.protocol import ANSWERS_SUPPORTED
+from gateway.web.responses import reply_bytes
 from tests.conftest import AccessCapture
 from tests.web.conftest import Stack, StartStack
 
@@ -323,3 +325,33 @@ async def test_a_read_that_fills_the_parsers_queue_is_left_to_aiohttp(
         )
         == count + 1
     )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-A", "a\r\nSet-Cookie: x=1"),
+        ("X-A", "a\nb"),
+        ("X-A", "a\rb"),
+        ("X-A\r\nX-B", "b"),
+        ("X-A", "a\x00"),
+        ("X-A", "a\x1b"),
+        ("X-A", "a\x7f"),
+    ],
+)
+def test_reply_bytes_refuses_what_aiohttp_refuses(header: tuple[str, str]) -> None:
+    # aiohttp's writer refuses them as "Forbidden control character" (a 500 instead).
+    with pytest.raises(ValueError, match="control character"):
+        reply_bytes(Reply(200, [header]))
+
+
+def test_reply_bytes_keeps_a_tab_and_adds_aiohttps_headers() -> None:
+    data = reply_bytes(Reply(200, [("X-A", "a\tb")], b"xyz"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[:4] == [
+        b"HTTP/1.1 200 OK",
+        b"X-A: a\tb",
+        b"Content-Type: application/octet-stream",
+        b"Content-Length: 3",
+    ]
+    assert body == b"xyz"
