@@ -397,6 +397,34 @@ def redis_commands_between(before: Mapping[str, int], after: Mapping[str, int]) 
     return {name: n for name, n in sorted(delta.items()) if n and name != "info"}
 
 
+def redis_client_commands(port: int, seconds: float) -> dict[str, int]:
+    """The commands clients sent to Redis during ``seconds`` (MONITOR), by command: each one is
+    a round trip or part of one. Commands a script runs inside Redis (MONITOR shows them as
+    from ``lua``) are not, and INFO is left out; INFO commandstats counts both alike."""
+    calls: dict[str, int] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"MONITOR\r\n")
+        reply = sock.makefile("rb")
+        if reply.readline().strip() != b"+OK":
+            raise RuntimeError("MONITOR refused")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                line = reply.readline()
+            except TimeoutError:
+                break
+            if not line:
+                break
+            match = re.match(rb'\+[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"', line)
+            if match is None or match.group(1) == b"lua":
+                continue
+            name = match.group(2).decode().lower()
+            if name not in ("info", "monitor"):
+                calls[name] = calls.get(name, 0) + 1
+    return calls
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of process ``pid`` (VmRSS from /proc), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -24,6 +24,8 @@ misconfigured run.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from common import (
     Gateway,
     Samples,
     drive_auth,
+    redis_client_commands,
     redis_command,
     redis_commands_between,
     redis_commandstats,
@@ -361,6 +364,7 @@ def l2_only(bench: Bench) -> None:
                 ),
             ],
         )
+        trips = client_round_trips(bench, gateway, redis_port, rotate)
     row = ratio_row(
         f"4. L2-only hit ({count:,} customers in turn, L1 of 100)",
         "gateway",
@@ -370,12 +374,48 @@ def l2_only(bench: Bench) -> None:
         0.50,
         "4. L2-only hit",
     )
-    per_request = [run["redis_commands_per_request"] for run in runs["gateway"]]
-    worst = max(per_request)
-    row.figure += f"; Redis commands per request {spread(per_request)[0]:.2f} (max {worst:.2f})"
+    row.figure += (
+        f"; Redis commands from clients per request {trips['per_request']:.2f} "
+        f"({trips['text']}; MONITOR, {trips['seconds']:g} s of an extra run)"
+    )
     row.target = "≥ 0.50 x and ≤ 1 Redis round trip per request"
-    row.met = bool(row.met) and worst <= 1.0
+    row.met = bool(row.met) and trips["per_request"] <= 1.0
     bench.results.add(row)
+
+
+def client_round_trips(
+    bench: Bench, gateway: Gateway, redis_port: int, script: Path
+) -> dict[str, Any]:
+    """The commands the gateway sent Redis per request, from MONITOR during an extra run (not
+    one of the measured ones: MONITOR costs Redis time). INFO commandstats cannot tell: it
+    also counts the reads that the lookup script makes inside Redis."""
+    seconds = 1.0
+    duration = 3
+    before = gateway.metrics()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sample = pool.submit(_sampled, gateway, redis_port, seconds)
+        result = run_wrk(
+            gateway.auth_url, [ORIGINAL_URI], duration, bench.options.connections, script
+        )
+        calls, decided = sample.result()
+    if not result.clean or decided <= 0:
+        raise InvalidRun(f"invalid run: the Redis sample run: {result.output}")
+    if (gateway.metrics() - before).platform_calls():
+        raise InvalidRun("invalid run: the Redis sample run asked the platform")
+    total = sum(calls.values())
+    text = ", ".join(f"{name} {n / decided:.2f}" for name, n in sorted(calls.items())) or "none"
+    facts = {"calls": calls, "decided": decided, "per_request": total / decided, "text": text}
+    bench.results.raw["l2_redis_sample"] = facts
+    return {**facts, "seconds": seconds}
+
+
+def _sampled(gateway: Gateway, redis_port: int, seconds: float) -> tuple[dict[str, int], int]:
+    """MONITOR for ``seconds`` from 1 s into the run, and the requests decided meanwhile."""
+    time.sleep(1.0)
+    before = gateway.metrics()
+    calls = redis_client_commands(redis_port, seconds)
+    decided = int((gateway.metrics() - before).sum("paywall_requests_total"))
+    return calls, decided
 
 
 def nginx_plain(bench: Bench) -> None:

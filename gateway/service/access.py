@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.platform.provider import AccessProvider, IdentityProvider
 from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache, PeekableCache
 from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
+from gateway.service.companion import CompanionCache, CompanionLookup
 from gateway.service.identity import Identity, IdentityResolver
 from gateway.service.outcome import (
     AccessOutcome,
@@ -128,6 +129,11 @@ class AccessService:
         self._refresh: RefreshAhead[str] = RefreshAhead("access", refresh_ahead, clock, metrics)
         self._peekable: PeekableCache[CachedAccess] | None = (
             cache if isinstance(cache, PeekableCache) else None
+        )
+        # Announces a request's access lookup to its session lookup: with a shared tier that
+        # can chain reads, an L2-only hit is then one round trip (gateway.service.companion).
+        self._companions: CompanionCache[CachedAccess] | None = (
+            cache if isinstance(cache, CompanionCache) else None
         )
 
     def peek(
@@ -237,13 +243,16 @@ class AccessService:
         trouble."""
         if not (credentials.session_token or credentials.transfer_token):
             return NO_CREDENTIAL_OUTCOME
+        then = None
+        if self._companions is not None:  # the lookup _decide makes: <customer id>:<rule key>
+            then = self._companions.companion(f":{self._rule_key(rule)}")
         try:
-            identity = await self._identity.resolve(credentials)
+            identity = await self._identity.resolve(credentials, then=then)
         except PlatformUnavailable:
             return IDENTITY_UNAVAILABLE_OUTCOME
         if identity is None:
             return INVALID_CREDENTIAL_OUTCOME
-        return await self._decide(identity, rule)
+        return await self._decide(identity, rule, then)
 
     async def login(self, transfer_token: str) -> Identity | None:
         """Exchange a transfer token for a session: the identity, or None if the token is not
@@ -293,10 +302,18 @@ class AccessService:
         await self._identity.invalidate_all()
         self._metrics.invalidation(source)
 
-    async def _decide(self, identity: Identity, rule: AccessRule) -> AccessOutcome:
+    async def _decide(
+        self,
+        identity: Identity,
+        rule: AccessRule,
+        then: CompanionLookup[CachedAccess] | None = None,
+    ) -> AccessOutcome:
         customer_id = identity.customer_id
         key = f"{customer_id}:{self._rule_key(rule)}"
-        entry = await self._cache.get(key, customer_id=customer_id)
+        if then is not None:  # announced to the session lookup: it may have the answer already
+            entry = await then.get(key, customer_id=customer_id)
+        else:
+            entry = await self._cache.get(key, customer_id=customer_id)
         now = self._clock()
         if entry is not None and now < entry.fresh_until:
             self._metrics.cache_lookup("access", "hit", entry.tier)

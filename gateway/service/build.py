@@ -19,6 +19,7 @@ from gateway.service.identity import IdentityResolver
 from gateway.service.layered import LayeredCache
 from gateway.service.redis_batch import GetBatcher
 from gateway.service.redis_cache import Epoch, RedisCache
+from gateway.service.redis_chain import chain_reader
 from gateway.service.redis_generations import Generations
 from gateway.service.redis_guard import RedisGuard
 
@@ -79,9 +80,11 @@ def build_access_service(
     ``redis_client`` both caches are layered: the process's L1 in front of the shared Redis
     tier; every Redis operation goes through ``redis_guard`` (the process's one guard, see
     :func:`build_redis_guard`; made here if not given), and Redis failures never fail a
-    request. With ``bus`` the L1 caches hear every process's invalidations (the caller runs
-    :meth:`InvalidationBus.run`). Entries close to their end are refreshed in the background
-    (``cache.refresh_ahead``): the caller awaits :meth:`AccessService.close` at shutdown.
+    request; on one Redis server (not a Cluster) a request whose session and access answer are
+    both only in Redis reads them in one round trip. With ``bus`` the L1 caches hear every
+    process's invalidations (the caller runs :meth:`InvalidationBus.run`). Entries close to
+    their end are refreshed in the background (``cache.refresh_ahead``): the caller awaits
+    :meth:`AccessService.close` at shutdown.
     """
     cache = settings.cache
     stale_if_error = timedelta(seconds=cache.stale_if_error)
@@ -117,6 +120,8 @@ def build_access_service(
             bus.register(epoch)
             bus.register(generations)
         batcher = GetBatcher(redis_client)  # the lookups of one loop tick: one MGET
+        # A session and the access answer after it in one round trip (None on a Cluster).
+        chain = chain_reader(redis_client)
 
         def layered(
             l1: MemoryCache[T], namespace: str, codec: EntryCodec[T], life: float
@@ -130,6 +135,7 @@ def build_access_service(
                 epoch=epoch,
                 generations=generations,
                 batcher=batcher,
+                chain=chain,
                 max_lifetime=life,
                 generation_ttl=life + flight,
             )

@@ -14,6 +14,10 @@
 * :meth:`IdentityResolver.peek` is the synchronous, any-thread part of :meth:`resolve`: a fresh
   validation in this process's memory, or "cannot tell" (see
   :meth:`~gateway.service.access.AccessService.peek`).
+* :meth:`IdentityResolver.resolve` takes the lookup its caller makes next (``then``, the access
+  answer: :mod:`~gateway.service.companion`) and hands it to the session cache, which may read
+  its answer in the same round trip. It is kept only when the session is answered from that
+  read; when the platform has to be asked first, the follow-up makes a lookup of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from gateway.errors import InvalidSession, InvalidTransferToken, PlatformUnavailable
 from gateway.metrics import Metrics
@@ -37,6 +42,7 @@ from gateway.service.cache import (
     token_key,
 )
 from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
+from gateway.service.companion import ChainingCache, CompanionLookup
 from gateway.service.outcome import Credentials
 from gateway.service.refresh import RefreshAhead
 from gateway.service.singleflight import SingleFlight
@@ -103,6 +109,9 @@ class IdentityResolver:
         self._peekable: PeekableCache[str | None] | None = (
             cache if isinstance(cache, PeekableCache) else None
         )
+        self._chaining: ChainingCache[str | None] | None = (
+            cache if isinstance(cache, ChainingCache) else None
+        )
 
     def peek(
         self,
@@ -143,19 +152,22 @@ class IdentityResolver:
         """Count a peeked validation as the cache hit :meth:`resolve` would have counted."""
         self._metrics.cache_lookup("session", "hit", peeked.tier)
 
-    async def resolve(self, credentials: Credentials) -> Identity | None:
+    async def resolve(
+        self, credentials: Credentials, *, then: CompanionLookup[Any] | None = None
+    ) -> Identity | None:
         """The visitor's identity; None when no credential is valid.
 
+        ``then``: the lookup the caller makes next with the customer id (module docstring).
         Raises :class:`PlatformUnavailable` when the platform fails and nothing cached helps.
         """
         if credentials.transfer_token:
             session_token = await self._exchange(credentials.transfer_token)
             if session_token is not None:
-                identity = await self._session(session_token)
+                identity = await self._session(session_token, then)
                 if identity is not None:
                     return Identity(identity.customer_id, session_token, identity.stale)
         if credentials.session_token:
-            return await self._session(credentials.session_token)
+            return await self._session(credentials.session_token, then)
         return None
 
     async def _exchange(self, transfer_token: str) -> str | None:
@@ -168,11 +180,16 @@ class IdentityResolver:
         # Keyed by the hash too: the flight table must not hold credentials either.
         return await self._exchanges.run(token_key("transfer", transfer_token), exchange)
 
-    async def _session(self, token: str) -> Identity | None:
+    async def _session(
+        self, token: str, then: CompanionLookup[Any] | None = None
+    ) -> Identity | None:
         key = token_key("session", token)
         # A session's entry is scoped to its own key: invalidate_session drops it in O(1), also
         # in every other process, and a validation in flight at that moment is not stored.
-        entry = await self._cache.get(key, customer_id=key)
+        if then is not None and self._chaining is not None:
+            entry = await self._chaining.get_chained(key, customer_id=key, then=then)
+        else:
+            entry = await self._cache.get(key, customer_id=key)
         now = self._clock()
         if entry is not None and now < entry.fresh_until:
             self._metrics.cache_lookup("session", "hit", entry.tier)
@@ -182,6 +199,8 @@ class IdentityResolver:
                 ending = entry.fresh_until
                 self._refresh.start(key, lambda: self._validation(key, token, ending))
             return None if entry.value is None else Identity(entry.value)
+        if then is not None:
+            then.discard()  # read before a platform call: the follow-up reads for itself
         try:
             customer_id = await self._validation(key, token)
         except PlatformUnavailable:

@@ -13,6 +13,15 @@
 * ``generation``: the pair of the tiers' generations; ``set`` hands each tier its own, so a
   value asked for before an invalidation in either tier is stored where no lookup finds it.
 * ``peek``: L1 alone (no I/O, any thread): what ``get`` would answer without asking Redis.
+* ``companion`` and ``get_chained`` (:mod:`~gateway.service.companion`): a session's lookup
+  that misses L1 reads the access answer that follows it in the same Redis round trip
+  (:meth:`RedisCache.get_chained <gateway.service.redis_cache.RedisCache.get_chained>`), and
+  the :class:`Companion` hands it to the access lookup, which then asks L1 first and Redis not
+  at all. Every rule of ``get`` holds for both entries: they answer as L2 hits, and are copied
+  into L1 only if this process learnt of no invalidation since the read started (the access
+  cache's own ``changes``, counted from then, decide for its entry). The access lookup uses
+  the prefetched answer only for the customer it was read for, and only if nothing else
+  happened in between (:meth:`Companion.discard`: the session needed the platform).
 
 The shared tier must never fail a request: every L2 operation goes through the process's
 :class:`~gateway.service.redis_guard.RedisGuard` (a timeout, counting, a breaker), and a failure
@@ -26,18 +35,59 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from gateway.service.bus import ALL
 from gateway.service.cache import CacheEntry, Generation, MemoryCache
-from gateway.service.redis_cache import RedisCache
+from gateway.service.companion import CompanionLookup
+from gateway.service.redis_cache import Prefetched, RedisCache
 from gateway.service.redis_guard import FAILURES, RedisGuard
 from gateway.service.singleflight import SingleFlight
 
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chained:
+    """A follow-up's answer read along with a session's: for ``cache``'s lookup of
+    ``<customer><suffix>``, with that cache's ``RedisCache.changes`` when the read started."""
+
+    cache: LayeredCache[Any]
+    suffix: str
+    prefetched: Prefetched[Any]
+    changes: int
+
+
+# An L2 read: the entry, RedisCache.changes when it started, and what a chained read brought.
+_Read = tuple[CacheEntry[T] | None, int, _Chained | None]
+
+
+class Companion(Generic[T]):
+    """One request's announced lookup in a :class:`LayeredCache` (see
+    :class:`~gateway.service.companion.CompanionLookup`): made by :meth:`LayeredCache.companion`,
+    filled by the session cache's :meth:`LayeredCache.get_chained`, used once."""
+
+    __slots__ = ("_cache", "_chained", "suffix")
+
+    def __init__(self, cache: LayeredCache[T], suffix: str) -> None:
+        self._cache = cache
+        self.suffix = suffix
+        self._chained: _Chained | None = None
+
+    async def get(self, key: str, *, customer_id: str) -> CacheEntry[T] | None:
+        chained, self._chained = self._chained, None
+        return await self._cache._follow(key, customer_id, chained)
+
+    def discard(self) -> None:
+        self._chained = None
+
+    def _offer(self, chained: _Chained) -> None:
+        if chained.cache is self._cache and chained.suffix == self.suffix:
+            self._chained = chained
 
 
 class LayeredCache(Generic[T]):
@@ -58,10 +108,8 @@ class LayeredCache(Generic[T]):
         self._guard = guard
         self._publish = publish
         # A cold spike asks L2 for one key many times at once: one Redis read serves them all.
-        # (the entry, RedisCache.changes when the read started)
-        self._reads: SingleFlight[tuple[str, str | None], tuple[CacheEntry[T] | None, int]] = (
-            SingleFlight()
-        )
+        # (the entry, RedisCache.changes when the read started, what a chained read brought)
+        self._reads: SingleFlight[tuple[str, str | None], _Read[T]] = SingleFlight()
         self._generations: SingleFlight[str, Generation | None] = SingleFlight()
 
     async def _shared(self, operation: str, call: Awaitable[R]) -> tuple[bool, R | None]:
@@ -72,16 +120,70 @@ class LayeredCache(Generic[T]):
         entry = await self._l1.get(key, customer_id=customer_id)
         if entry is not None:
             return entry
-        entry, changes = await self._reads.run(
+        return await self._from_l2(key, customer_id)
+
+    def companion(self, suffix: str) -> Companion[T] | None:
+        """A follow-up lookup of ``<customer id><suffix>`` (scoped to the customer) that a
+        session cache's :meth:`get_chained` can answer ahead; None when L2 cannot chain reads
+        (a Cluster)."""
+        return Companion(self, suffix) if self._l2.chains_with(self._l2) else None
+
+    async def get_chained(
+        self, key: str, *, customer_id: str, then: CompanionLookup[Any]
+    ) -> CacheEntry[T] | None:
+        """``get``; on an L1 miss, Redis also reads ``then``'s entry for the customer this
+        entry names, in the same round trip, and ``then`` keeps it for its lookup."""
+        entry = await self._l1.get(key, customer_id=customer_id)
+        if entry is not None:
+            return entry
+        if not isinstance(then, Companion) or not self._l2.chains_with(then._cache._l2):
+            return await self._from_l2(key, customer_id)
+        cache, suffix = then._cache, then.suffix
+        # One flight per key, chained or not: a lookup that joins another's read gets the
+        # follow-up's answer only if it announced the same one.
+        entry, changes, chained = await self._reads.run(
+            (key, customer_id), lambda: self._l2_chained(key, customer_id, cache, suffix)
+        )
+        if chained is not None:
+            then._offer(chained)
+        if entry is not None and changes == self._l2.changes:
+            await self._keep(key, entry, customer_id)
+        return entry
+
+    async def _from_l2(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
+        entry, changes, _ = await self._reads.run(
             (key, customer_id), lambda: self._l2_get(key, customer_id)
         )
         if entry is not None and changes == self._l2.changes:
-            # A copy marked as L1's own (dataclasses.replace costs microseconds: it inspects).
-            copy = CacheEntry(
-                entry.value, entry.fresh_until, entry.stale_until, self._l1.tier, entry.owner
-            )
-            await self._l1.set(key, copy, customer_id=customer_id)
+            await self._keep(key, entry, customer_id)
         return entry
+
+    async def _follow(
+        self, key: str, customer_id: str, chained: _Chained | None
+    ) -> CacheEntry[T] | None:
+        """A :class:`Companion`'s lookup: ``get``, with L2's answer already at hand if the
+        session's read brought it for this key."""
+        entry = await self._l1.get(key, customer_id=customer_id)
+        if entry is not None:
+            return entry
+        if (
+            chained is None
+            or chained.prefetched.customer_id != customer_id
+            or key != customer_id + chained.suffix
+        ):
+            return await self._from_l2(key, customer_id)
+        entry = chained.prefetched.entry
+        if entry is not None and chained.changes == self._l2.changes:
+            await self._keep(key, entry, customer_id)
+        return entry
+
+    async def _keep(self, key: str, entry: CacheEntry[T], customer_id: str | None) -> None:
+        """Copy an L2 answer into L1, marked as L1's own (dataclasses.replace costs
+        microseconds: it inspects)."""
+        copy = CacheEntry(
+            entry.value, entry.fresh_until, entry.stale_until, self._l1.tier, entry.owner
+        )
+        await self._l1.set(key, copy, customer_id=customer_id)
 
     def peek(
         self, key: str, *, customer_id: str | None = None, now: datetime | None = None
@@ -90,10 +192,24 @@ class LayeredCache(Generic[T]):
         miss for the synchronous path, which leaves it to ``get``)."""
         return self._l1.peek(key, customer_id=customer_id, now=now)
 
-    async def _l2_get(self, key: str, customer_id: str | None) -> tuple[CacheEntry[T] | None, int]:
+    async def _l2_get(self, key: str, customer_id: str | None) -> _Read[T]:
         changes = self._l2.changes
         _, entry = await self._shared("get", self._l2.get(key, customer_id=customer_id))
-        return entry, changes
+        return entry, changes, None
+
+    async def _l2_chained(
+        self, key: str, customer_id: str, cache: LayeredCache[Any], suffix: str
+    ) -> _Read[T]:
+        changes, then_changes = self._l2.changes, cache._l2.changes
+        _, found = await self._shared(
+            "get",
+            self._l2.get_chained(key, customer_id=customer_id, then=cache._l2, suffix=suffix),
+        )
+        if found is None:  # failed (counted): a miss, and the follow-up asks on its own
+            return None, changes, None
+        entry, prefetched = found
+        chained = None if prefetched is None else _Chained(cache, suffix, prefetched, then_changes)
+        return entry, changes, chained
 
     async def _l2_generation(self, customer_id: str) -> Generation | None:
         _, generation = await self._shared("generation", self._l2.generation(customer_id))

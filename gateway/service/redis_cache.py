@@ -24,6 +24,11 @@ already hash every credential into their keys (:func:`~gateway.service.cache.tok
   its share of one MGET, with a ``batcher``), an owned entry included. An invalidation in
   another process is therefore seen by this process's L2 lookups once the bus delivered it,
   exactly as its L1 sees it; this process's own is seen at once.
+* :meth:`RedisCache.get_chained` is a session's lookup and the access lookup that follows it
+  (``<customer id><suffix>`` in another cache, scoped to the customer) in one round trip, with
+  a ``chain`` reader (:mod:`~gateway.service.redis_chain`: a script that follows the chain
+  inside Redis, reading the records there). Without one (a Cluster) it is :meth:`get` and the
+  follow-up is left to its own lookup.
 * :meth:`RedisCache.invalidate_all` moves to a new epoch (``INCR pwg:v1:epoch``). Each process
   keeps the epoch in memory (:class:`Epoch`, shared by its caches) and re-reads it when the
   invalidation bus says so or reconnects, so a lookup costs no extra round trip for it.
@@ -37,6 +42,7 @@ value that cannot be decoded counts as a miss. Redis errors propagate: the calle
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import redis.asyncio as redis
@@ -44,9 +50,11 @@ import redis.asyncio as redis
 from gateway.service.cache import PREFIX, CacheEntry, Clock, Generation
 from gateway.service.codec import CodecError, EntryCodec
 from gateway.service.redis_batch import GetBatcher
-from gateway.service.redis_generations import Generations, record_key
+from gateway.service.redis_chain import ChainLookup, ChainReader
+from gateway.service.redis_generations import Generations, generation_of, record_key
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 EPOCH_KEY = f"{PREFIX}:epoch"
 COUNTER_KEY = f"{PREFIX}:gen-counter"
@@ -88,6 +96,16 @@ class Epoch:
         self._value = None
 
 
+@dataclass(frozen=True, slots=True)
+class Prefetched(Generic[T]):
+    """What Redis answered for a follow-up lookup of ``customer_id``'s entry, read with the
+    lookup before it (:meth:`RedisCache.get_chained`): ``entry`` None is a miss, as
+    :meth:`RedisCache.get` would have answered."""
+
+    customer_id: str
+    entry: CacheEntry[T] | None
+
+
 class RedisCache(Generic[T]):
     """One cache (``namespace``: "access", "session") in a shared Redis.
 
@@ -98,7 +116,9 @@ class RedisCache(Generic[T]):
     invalidation bus); without them the cache makes its own, and without a bus its generations
     are read from Redis on every lookup. With ``batcher`` (the process's, see
     :mod:`~gateway.service.redis_batch`) the entries that lookups of one event-loop tick ask
-    for are read with one MGET.
+    for are read with one MGET. With ``chain`` (the process's, see
+    :mod:`~gateway.service.redis_chain`) :meth:`get_chained` reads a session and the access
+    answer that follows it in one round trip.
     """
 
     tier = "l2"
@@ -113,6 +133,7 @@ class RedisCache(Generic[T]):
         epoch: Epoch | None = None,
         generations: Generations | None = None,
         batcher: GetBatcher | None = None,
+        chain: ChainReader | None = None,
         max_lifetime: float | None = None,
         generation_ttl: float | None = None,
     ) -> None:
@@ -128,6 +149,7 @@ class RedisCache(Generic[T]):
         self.generations = generations if generations is not None else Generations(client)
         self.generations.register(self._namespace)
         self._batcher = batcher
+        self._chain = chain
         self._max_lifetime_ms = None if max_lifetime is None else math.ceil(max_lifetime * 1000)
         self._generation_ttl_ms = (
             None if generation_ttl is None else math.ceil(generation_ttl * 1000)
@@ -163,6 +185,19 @@ class RedisCache(Generic[T]):
             raw = await self._batcher.get(entry_key)
         else:
             raw = await self._client.get(entry_key)
+        found = self._decoded(raw)
+        if found is None:
+            return None
+        entry, owner_generation = found
+        if entry.owner is not None and await self._scope_generation(entry.owner) != (
+            owner_generation
+        ):
+            return None  # its owner was invalidated after it was stored
+        return entry
+
+    def _decoded(self, raw: object) -> tuple[CacheEntry[T], int] | None:
+        """The entry Redis answered and its owner's generation when stored; None for a miss:
+        nothing, unreadable, or past ``stale_until`` at this tier's clock."""
         if not isinstance(raw, bytes):  # None: a miss (a str only with decode_responses=True)
             return None
         try:
@@ -171,11 +206,58 @@ class RedisCache(Generic[T]):
             return None
         if self._clock() >= entry.stale_until:
             return None
-        if entry.owner is not None and await self._scope_generation(entry.owner) != (
-            owner_generation
+        return entry, owner_generation
+
+    def chains_with(self, then: RedisCache[U]) -> bool:
+        """Whether :meth:`get_chained` reads ``then``'s entry in the same round trip."""
+        return self._chain is not None and then._chain is self._chain
+
+    async def get_chained(
+        self, key: str, *, customer_id: str, then: RedisCache[U], suffix: str
+    ) -> tuple[CacheEntry[T] | None, Prefetched[U] | None]:
+        """:meth:`get`, and ``then.get(f"{customer}{suffix}", customer_id=customer)`` for the
+        customer the entry found names (its value), in one round trip (module docstring).
+
+        The second is None when it was not read: no entry, not one naming a customer, no
+        ``chain``, or an owned entry there (its owner's record was not read with it)."""
+        chain = self._chain
+        if chain is None or then._chain is not chain:
+            return await self.get(key, customer_id=customer_id), None
+        answer = await chain.read(
+            ChainLookup(
+                self._key("", await self.epoch.current(), None),
+                self.generation_key(""),
+                customer_id,
+                key,
+                then._key("", await then.epoch.current(), None),
+                then.generation_key(""),
+                suffix,
+            )
+        )
+        found = self._decoded(answer.entry)
+        if found is None:
+            return None, None
+        entry, owner_generation = found
+        if entry.owner is not None:
+            # Compared exactly here: the script's own check (on doubles) only chose its way.
+            if answer.owner == entry.owner.encode():
+                current = generation_of(answer.owner_record)
+            else:  # the script read the entry otherwise: ask as get would (never seen)
+                current = await self._scope_generation(entry.owner)
+            if current != owner_generation:
+                return None, None
+        customer = entry.value
+        if answer.customer is None or not (
+            isinstance(customer, str) and answer.customer == customer.encode()
         ):
-            return None  # its owner was invalidated after it was stored
-        return entry
+            return entry, None
+        then_found = then._decoded(answer.then_entry)
+        if then_found is None:
+            return entry, Prefetched(customer, None)
+        then_entry, _ = then_found
+        if then_entry.owner is not None:
+            return entry, None
+        return entry, Prefetched(customer, then_entry)
 
     async def set(
         self,

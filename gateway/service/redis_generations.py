@@ -30,7 +30,9 @@ all its Redis caches, and answers from memory while that is as good as asking Re
 
 A record read while listening costs one round trip (GET and PTTL pipelined); afterwards a lookup
 of the scope costs none for it. The clock is monotonic seconds (the records' lifetimes are
-Redis's, not the caches' clock).
+Redis's, not the caches' clock). A session lookup chained with its access lookup
+(:mod:`~gateway.service.redis_chain`) needs none of this: its script reads the records inside
+Redis, in the same round trip.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from gateway.service.codec import EntryCodec
 from gateway.service.layered import LayeredCache
 from gateway.service.redis_batch import GetBatcher
 from gateway.service.redis_cache import EPOCH_KEY, Epoch, RedisCache
+from gateway.service.redis_chain import chain_reader
 from gateway.service.redis_connect import connect_redis
 from gateway.service.redis_generations import Generations
 from gateway.service.redis_guard import RedisGuard
@@ -43,9 +44,9 @@ def entry(clock: ManualClock, value: object, owner: str | None = None) -> CacheE
 
 class Node:
     """One gateway process's Redis tier, wired as gateway/service/build.py wires it: one epoch,
-    one set of generation records and one read batcher for its session and access caches, each
-    an L1 in front of Redis, all registered with its invalidation bus (running from the
-    start)."""
+    one set of generation records, one read batcher and one chain reader for its session and
+    access caches, each an L1 in front of Redis, all registered with its invalidation bus
+    (running from the start)."""
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class Node:
         self.epoch = Epoch(self.client)
         self.generations = Generations(self.client, listening=self.bus.listening)
         self.batcher = GetBatcher(self.client)
+        self.chain = chain_reader(self.client)
         self.bus.register(self.epoch)
         self.bus.register(self.generations)
         self.session_l1: MemoryCache[Any] = MemoryCache(1000, clock)
@@ -87,13 +89,28 @@ class Node:
             epoch=self.epoch,
             generations=self.generations,
             batcher=self.batcher,
+            chain=self.chain,
         )
 
     async def lookup(self) -> tuple[CacheEntry[Any] | None, CacheEntry[Any] | None]:
-        """What a request does: its session's validation, then the customer's access answer."""
+        """What a request does: its session's validation, then the customer's access answer
+        (as two lookups that know nothing of each other)."""
         session = await self.sessions.get(SESSION, customer_id=SESSION)
         access = await self.access.get(ACCESS, customer_id=CUSTOMER)
         return session, access
+
+    async def chained_lookup(
+        self, session_key: str = SESSION, suffix: str = ":premium"
+    ) -> tuple[CacheEntry[Any] | None, CacheEntry[Any] | None]:
+        """What the access service does: the same two lookups, the second one announced to
+        the first (gateway/service/companion.py)."""
+        then = self.access.companion(suffix)
+        assert then is not None
+        session = await self.sessions.get_chained(session_key, customer_id=session_key, then=then)
+        if session is None or session.value is None:
+            return session, None
+        customer = session.value
+        return session, await then.get(f"{customer}{suffix}", customer_id=customer)
 
     async def forget_l1(self) -> None:
         """Empty the L1 caches only (as LRU eviction would): the next lookup goes to Redis."""

@@ -1,0 +1,167 @@
+"""A session's validation and the customer's access answer from Redis in one round trip.
+
+A request whose session L1 does not hold needs two entries from the shared tier, and the
+second one's key is built from the first one's value: the session's entry (found by its token's
+hash) names the customer, and the access answer is ``<customer id>:<rule>``, scoped to the
+customer. Asked one after the other that is two round trips, each behind the previous one.
+:class:`ChainReader` asks Redis to follow the chain itself: a Lua script (loaded once, then run
+by its SHA; redis-py loads it again by itself after a ``SCRIPT FLUSH`` or a failover) reads,
+per lookup (:class:`ChainLookup`):
+
+1. the session scope's generation record, then the session's entry under it;
+2. if the entry names a customer (its fourth element, a string) and has an owner
+   (``[owner, generation]``): the owner's generation record;
+3. unless that record no longer holds the entry's owner generation: the customer's generation
+   record in the access cache, then the access entry under it.
+
+It answers the raw bytes (:class:`ChainAnswer`): the entries, the owner record it read and the
+customer id it built the access key from. The Lua side decodes the session entry only to find
+its way (``cjson``: numbers become doubles, which is why it never decides anything on them
+alone); the caller (:meth:`RedisCache.get_chained
+<gateway.service.redis_cache.RedisCache.get_chained>`) decodes both entries with the usual
+codecs and checks everything again exactly, as :meth:`RedisCache.get
+<gateway.service.redis_cache.RedisCache.get>` does. Generation records read inside Redis are
+Redis's current ones, at least as current as any copy a process keeps
+(:mod:`~gateway.service.redis_generations`); the epoch is the process's, as for every other
+lookup, so reads and writes of one process agree on it.
+
+The chained lookups of one event-loop tick go out as one EVALSHA (a
+:class:`~gateway.service.redis_batch.TickBatch`), as
+:class:`~gateway.service.redis_batch.GetBatcher` does for GETs. The script only reads (so
+Redis runs it on a full server too), without declaring flags (a ``#!lua flags=no-writes``
+line would refuse it on servers before 7.0), and touches keys it learns on the way, which one
+Redis server allows and a Cluster does not (the keys of one lookup live in different slots): on
+a Cluster :func:`chain_reader` gives None and the caches keep their two reads. A key that
+holds something else than a string reads as absent; an error of the script reaches every
+lookup of the batch as the error of its own read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+
+from gateway.service.redis_batch import TickBatch
+
+# ARGV: seven strings per lookup (ChainLookup's fields, in order). Every answer is five
+# values, false (nil for the caller) where nothing was read or found.
+SCRIPT = """
+local function get(key)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'string' then return value end
+  return false
+end
+local answers = {}
+for i = 1, #ARGV, 7 do
+  local prefix, records, scope, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local then_prefix, then_records, suffix = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local entry = get(prefix .. key .. '@' .. (get(records .. scope) or '0'))
+  local answer = {entry, false, false, false, false}
+  if entry then
+    local decoded, data = pcall(cjson.decode, entry)
+    if decoded and type(data) == 'table' and type(data[4]) == 'string' then
+      local owned = true
+      local owner = data[5]
+      if owner ~= nil then
+        owned = false
+        if type(owner) == 'table' and type(owner[1]) == 'string' then
+          local record = get(records .. owner[1])
+          answer[2], answer[3] = owner[1], record
+          owned = tonumber(record or '0') == owner[2]
+        end
+      end
+      if owned then
+        local customer = data[4]
+        local generation = get(then_records .. customer) or '0'
+        answer[4] = customer
+        answer[5] = get(then_prefix .. customer .. suffix .. '@' .. generation)
+      end
+    end
+  end
+  answers[#answers + 1] = answer
+end
+return answers
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLookup:
+    """One chained lookup, as key prefixes (the key shapes are the caches', not this module's).
+
+    The first entry is ``<prefix><key>@<generation of scope>``, the generation from the record
+    ``<records><scope>``; the second ``<then_prefix><customer><suffix>@<generation>``, the
+    generation from ``<then_records><customer>``."""
+
+    prefix: str
+    records: str
+    scope: str
+    key: str
+    then_prefix: str
+    then_records: str
+    suffix: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainAnswer:
+    """What Redis holds for one :class:`ChainLookup`, raw.
+
+    ``owner`` and ``owner_record``: the owner the script read from the entry and that owner's
+    generation record (None: no owner found, or no record). ``customer``: the customer id the
+    second entry was looked up for; None when it was not looked up (no entry, a rejected
+    session, an owner whose generation moved), and then ``then_entry`` is None too."""
+
+    entry: bytes | None
+    owner: bytes | None = None
+    owner_record: bytes | None = None
+    customer: bytes | None = None
+    then_entry: bytes | None = None
+
+
+def _bytes(value: Any) -> bytes | None:
+    return value if isinstance(value, bytes) else None
+
+
+class ChainReader:
+    """Runs :class:`ChainLookup` s, the lookups of one event-loop tick as one EVALSHA."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._script = client.register_script(SCRIPT)
+        self._batch: TickBatch[ChainLookup, ChainAnswer] = TickBatch(self._read)
+
+    @property
+    def batches(self) -> int:
+        """Script calls made (for tests and benchmarks)."""
+        return self._batch.batches
+
+    async def read(self, lookup: ChainLookup) -> ChainAnswer:
+        return await self._batch.run(lookup)
+
+    async def _read(self, lookups: list[ChainLookup]) -> list[ChainAnswer]:
+        args: list[str] = []
+        for lookup in lookups:
+            args += (
+                lookup.prefix,
+                lookup.records,
+                lookup.scope,
+                lookup.key,
+                lookup.then_prefix,
+                lookup.then_records,
+                lookup.suffix,
+            )
+        # The client passed explicitly: the one this reader was made with (tests wrap it).
+        replies: list[Any] = await self._script(args=args, client=self._client)
+        if len(replies) != len(lookups):
+            raise redis.ResponseError(f"{len(replies)} answers to {len(lookups)} lookups")
+        return [ChainAnswer(*(_bytes(value) for value in reply)) for reply in replies]
+
+
+def chain_reader(client: redis.Redis) -> ChainReader | None:
+    """The process's :class:`ChainReader`; None on a Redis Cluster, where a lookup's keys live
+    in different slots (the caches then read the two entries one after the other)."""
+    if isinstance(client, RedisCluster):
+        return None
+    return ChainReader(client)
