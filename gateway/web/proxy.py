@@ -123,6 +123,7 @@ class UpstreamProxy:
         self._options = options
         self._trusted = trusted
         self._base_path = options.upstream.raw_path.rstrip("/")
+        self._timeout = options.client_timeout  # built once: every request passes it
 
     @property
     def options(self) -> ProxyOptions:
@@ -166,7 +167,7 @@ class UpstreamProxy:
                 allow_redirects=False,
                 auto_decompress=False,
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
-                timeout=self._options.client_timeout,
+                timeout=self._timeout,
             )
         except TimeoutError:
             log.warning("upstream timed out: %s %s", request.method, path)
