@@ -77,7 +77,7 @@ class Epoch:
         if self._value is None:
             changes = self.changes
             raw = await self._client.get(EPOCH_KEY)
-            value = 0 if raw is None else int(raw)
+            value = generation_of(raw)  # an integer (no key: 0), else a DataError
             if changes == self.changes:
                 self._value = value
             return value

@@ -43,6 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import redis.asyncio as redis
+from redis.exceptions import DataError
 
 
 def record_key(namespace: str, scope: str) -> str:
@@ -51,12 +52,17 @@ def record_key(namespace: str, scope: str) -> str:
 
 
 def generation_of(raw: object) -> int:
-    """A record's value as Redis returns it; no record is generation 0."""
+    """A record's value as Redis returns it; no record is generation 0. Anything but an
+    integer is a :class:`~redis.exceptions.DataError`: a failure of the shared tier like any
+    other (counted, the lookup a miss), never an error of the request."""
     if raw is None:
         return 0
     if isinstance(raw, bytes | str | int):
-        return int(raw)
-    raise TypeError(f"a generation record holds an integer, not {raw!r}")
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    raise DataError(f"a generation record holds an integer, not {raw!r}")
 
 
 class _Read:

@@ -710,3 +710,21 @@ async def test_an_answer_read_before_a_platform_call_is_read_again_after_it(
     assert len(access_reads) == 1  # after the validation, its own read
     assert second.lookups()[("access", "l2", "hit")] == 1
     assert second.lookups()[("session", "l2", "miss")] == 1
+
+
+@pytest.mark.parametrize("record", ["pwg:v1:access:gen:100001", "pwg:v1:epoch"])
+async def test_a_record_that_is_no_integer_is_a_counted_failure_not_an_error(
+    start_service: StartService, redis_client: redis.Redis, record: str
+) -> None:
+    # Someone else's data (or a corruption) where a generation or the epoch belongs: the
+    # shared tier failed, as if Redis were down (counted, a miss), and the platform answers.
+    await redis_client.set(record, b"not-a-number")
+    service = await start_service(refresh_ahead=0)
+    outcome = await service.check(PLAIN)
+    assert outcome.verdict is Verdict.GRANTED
+    assert service.platform_calls() >= 1
+    errors = sum(
+        service.metrics.value("paywall_redis_errors_total", {"operation": operation})
+        for operation in ("get", "set", "generation")
+    )
+    assert errors >= 1
