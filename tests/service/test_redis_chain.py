@@ -719,8 +719,11 @@ async def test_a_record_that_is_no_integer_is_a_counted_failure_not_an_error(
     # Someone else's data (or a corruption) where a generation or the epoch belongs: the
     # shared tier failed, as if Redis were down (counted, a miss), and the platform answers.
     await redis_client.set(record, b"not-a-number")
-    service = await start_service(refresh_ahead=0)
-    outcome = await service.check(PLAIN)
+    try:
+        service = await start_service(refresh_ahead=0)
+        outcome = await service.check(PLAIN)
+    finally:
+        await redis_client.delete(record)  # the server is shared with later tests
     assert outcome.verdict is Verdict.GRANTED
     assert service.platform_calls() >= 1
     errors = sum(
