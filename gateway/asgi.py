@@ -57,6 +57,8 @@ from urllib.parse import quote, unquote
 from multidict import CIMultiDict
 
 from gateway import access_log
+from gateway.access.build import utc_now
+from gateway.access.outcome import Credentials
 from gateway.config import Settings, load_settings
 from gateway.core.policy import AccessRule
 from gateway.errors import PlatformUnavailable
@@ -77,9 +79,7 @@ from gateway.http.steps import (
 )
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, open_runtime
-from gateway.service.build import utc_now
-from gateway.service.cache import Clock
-from gateway.service.outcome import Credentials
+from gateway.store.cache import Clock
 
 __all__ = ["VIEW_GATE", "PaywallMiddleware", "ViewGate", "request_view"]
 

@@ -145,9 +145,9 @@ def _invalidate(args: argparse.Namespace) -> int:
 
 
 async def _invalidate_shared(settings: Settings, target: Target) -> None:
+    from gateway.access.build import utc_now
     from gateway.metrics import Metrics
     from gateway.runtime import open_runtime
-    from gateway.service.build import utc_now
 
     async with open_runtime(settings, Metrics(), utc_now) as runtime:
         await target.apply(runtime.service, "cli")

@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.core.policy import AccessRule, ValidityPolicy
 from gateway.core.routes import Route, RouteKind, RouteTable, compile_pattern
 from gateway.errors import ConfigError
+from gateway.store.redis_connect import parse_redis_url
 
 ENV_PREFIX = "PAYWALL_"
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
@@ -124,9 +125,6 @@ class CacheSettings(_Section):
         """One server (redis://, rediss://, unix://), Sentinel (redis+sentinel://) or Cluster
         (redis+cluster://): checked as the client will read it, messages without secrets."""
         if value:
-            # Imported here: the gateway.service package imports this module.
-            from gateway.service.redis_connect import parse_redis_url
-
             parse_redis_url(value)
         return value
 

@@ -12,9 +12,9 @@
 
 The path rules of the configuration decide first, as for every request (the view's path is
 usually covered by a public route); the decorator then asks the access service about the view's
-own rule with :meth:`~gateway.service.access.AccessService.check_rule`, through the same
+own rule with :meth:`~gateway.access.service.AccessService.check_rule`, through the same
 middleware, runtime and caches: from memory on the worker thread when it can
-(:meth:`~gateway.service.access.AccessService.peek_rule`), else on the middleware's loop thread.
+(:meth:`~gateway.access.service.AccessService.peek_rule`), else on the middleware's loop thread.
 A refusal is the policy's own answer (:meth:`~gateway.http.replies.Pages.deny`: the login
 redirect or 401, the 403 paywall page, the 503; HTML or JSON), as the middleware gives at a
 protected path. A grant replaces ``environ["paywall.decision"]`` and the ``X-Paywall-*`` headers
@@ -34,9 +34,9 @@ from typing import Any, Literal, TypeVar, cast
 
 import flask
 
+from gateway.access.outcome import Credentials
 from gateway.core.policy import AccessRule
 from gateway.http.steps import Record, decision, decision_headers
-from gateway.service.outcome import Credentials
 from gateway.wsgi import CONTEXT_KEY, DECISION_KEY, RequestContext
 
 __all__ = ["check_view", "require_access"]

@@ -19,16 +19,16 @@ from typing import Any
 import aiohttp
 import redis.asyncio as redis
 
+from gateway.access.breaker import CircuitBreaker
+from gateway.access.build import build_access_service, build_redis_guard, platform_breaker
+from gateway.access.service import AccessService
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.platform import PlenigoClient
-from gateway.service.access import AccessService
-from gateway.service.breaker import CircuitBreaker
-from gateway.service.build import build_access_service, build_redis_guard, platform_breaker
-from gateway.service.bus import InvalidationBus
-from gateway.service.cache import Clock
-from gateway.service.redis_connect import connect_redis
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.bus import InvalidationBus
+from gateway.store.cache import Clock
+from gateway.store.redis_connect import connect_redis
+from gateway.store.redis_guard import RedisGuard
 
 __all__ = [
     "Platform",

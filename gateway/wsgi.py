@@ -6,7 +6,7 @@ the aiohttp server; this module only moves a WSGI request in and the answer out.
 * **Synchronous path.** Requests that need only this process's memory (public and deny routes,
   no credentials, a session whose validation and access answer are both fresh in L1) are
   answered on the server's worker thread by :meth:`AccessService.peek
-  <gateway.service.access.AccessService.peek>`: no awaiting, no I/O, no wait for another
+  <gateway.access.service.AccessService.peek>`: no awaiting, no I/O, no wait for another
   thread. Its docstring says how it stays correct beside the loop thread; an entry due for
   refresh-ahead is answered too, and its refresh handed to the loop without waiting.
 * **Loop thread.** Everything else (misses, L2 entries, transfer tokens, logins) runs on one
@@ -59,6 +59,9 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from multidict import CIMultiDict
 
+from gateway.access.build import utc_now
+from gateway.access.outcome import AccessOutcome, Credentials, Verdict
+from gateway.access.service import AccessService, Schedule
 from gateway.config import Settings, load_settings
 from gateway.core.policy import AccessRule
 from gateway.errors import PlatformUnavailable
@@ -70,10 +73,7 @@ from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Check, Login, Pass, Record
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, open_runtime
-from gateway.service.access import AccessService, Schedule
-from gateway.service.build import utc_now
-from gateway.service.cache import Clock
-from gateway.service.outcome import AccessOutcome, Credentials, Verdict
+from gateway.store.cache import Clock
 
 __all__ = ["CONTEXT_KEY", "DECISION_KEY", "MIDDLEWARE_KEY", "PaywallMiddleware", "request_view"]
 

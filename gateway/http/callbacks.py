@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from gateway import strict_json
+from gateway.access.service import AccessService
 from gateway.config import CallbacksSettings
 from gateway.http.forwarded import TrustedProxies
 from gateway.http.replies import JSON, NO_STORE, Reply, text_reply
@@ -56,7 +57,6 @@ from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Record
 from gateway.metrics import Metrics
 from gateway.platform.models import is_customer_id
-from gateway.service.access import AccessService
 
 __all__ = [
     "CALLBACKS_PATH",

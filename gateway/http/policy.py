@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
+from gateway.access.identity import Identity
+from gateway.access.outcome import AccessOutcome, AccessRequest, Credentials, Verdict
 from gateway.config import Settings
 from gateway.errors import BadRequest
 from gateway.http.callbacks import CallbackReceiver, callback_step
@@ -70,9 +72,7 @@ from gateway.http.steps import (
     decision_headers,
 )
 from gateway.metrics import Metrics
-from gateway.service.cache import Clock
-from gateway.service.identity import Identity
-from gateway.service.outcome import AccessOutcome, AccessRequest, Credentials, Verdict
+from gateway.store.cache import Clock
 
 __all__ = ["PREFIX", "FrontEnd"]
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from string import Template
 from urllib.parse import quote, urlsplit
 
+from gateway.access.outcome import AccessOutcome, Verdict
 from gateway.config import ServerSettings
 from gateway.errors import BadRequest, ConfigError
 from gateway.http.forward import strip_query_param
 from gateway.http.request import Visitor, split_target, valid_host
 from gateway.resources import paywall_template_path
-from gateway.service.outcome import AccessOutcome, Verdict
 
 __all__ = [
     "HTML",
@@ -41,7 +41,7 @@ TEXT = "text/plain; charset=utf-8"
 _DEFAULT_TEMPLATE = paywall_template_path()  # gateway/resources/paywall.html, package data
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class Reply:
     """A complete answer of the gateway's own: status, headers (``Content-Type`` among them
     when there is a body) and body."""

@@ -32,7 +32,7 @@ _HOST = re.compile(
 _METHOD = re.compile(r"[A-Za-z]{1,20}").fullmatch
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class RequestView:
     """One request as received. ``target`` is the raw request target (``/path?query``, still
     percent-encoded); ``peer`` the connection's remote address (None for a Unix socket);
@@ -45,7 +45,7 @@ class RequestView:
     scheme: str
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class Visitor:
     """The request as the visitor made it: behind nginx, the original one, not the subrequest.
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from gateway.access.outcome import AccessOutcome, AccessRequest
 from gateway.http.replies import Reply
 from gateway.http.request import RequestView, Visitor
-from gateway.service.outcome import AccessOutcome, AccessRequest
 
 __all__ = [
     "Answer",
@@ -36,7 +36,7 @@ class Endpoint(Enum):
     TRANSFER = "transfer"
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class Record:
     """What the metrics and the access log say about one request."""
 
@@ -61,7 +61,7 @@ class Decision:
     reason: str
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class Check:
     """Ask the access service ``access``, then :meth:`FrontEnd.answer` with the outcome."""
 
@@ -82,7 +82,7 @@ class Login:
     visitor: Visitor
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class Answer:
     """A reply of the gateway's own, with what to record about it."""
 
@@ -90,7 +90,7 @@ class Answer:
     record: Record | None
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class Pass:
     """Let the request through: to ``path`` (normalised, percent-encoded) with ``query`` (the
     visitor's, without the transfer token), ``headers`` added after every client-sent

@@ -24,9 +24,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import strict_json
+from gateway.access.service import AccessService
 from gateway.core.tokens import visible_token
 from gateway.platform.models import is_customer_id
-from gateway.service.access import AccessService
 from gateway.web.app import METRICS, RUNTIME
 
 log = logging.getLogger(__name__)

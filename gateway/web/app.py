@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from yarl import URL
 
+from gateway.access.build import utc_now
 from gateway.config import Settings
 from gateway.http.forwarded import TrustedProxies
 from gateway.http.policy import FrontEnd
 from gateway.metrics import Metrics
 from gateway.runtime import Platform, RedisTier, Runtime, open_platform, open_redis, open_service
-from gateway.service.build import utc_now
-from gateway.service.cache import Clock
+from gateway.store.cache import Clock
 from gateway.web.handlers import Driver
 from gateway.web.protocol import ANSWER_NOW, DIRECT_HANDLER, handler_args
 from gateway.web.proxy import ProxyOptions, UpstreamProxy, create_upstream_session

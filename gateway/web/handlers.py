@@ -18,13 +18,13 @@ from time import perf_counter
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway.access.service import AccessService
 from gateway.errors import PlatformUnavailable
 from gateway.http.observe import Observer
 from gateway.http.policy import FrontEnd
 from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
-from gateway.service.access import AccessService
 from gateway.web.protocol import expect_continue
 from gateway.web.proxy import UpstreamProxy
 from gateway.web.responses import reply_bytes, reply_response

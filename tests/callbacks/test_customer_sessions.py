@@ -1,5 +1,5 @@
 """Per-customer session invalidation: every cached session validation of a customer ends in
-O(1), in L1 alone and across processes through Redis (gateway.service.cache, owner scopes)."""
+O(1), in L1 alone and across processes through Redis (gateway.store.cache, owner scopes)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from gateway.service.cache import CacheEntry, MemoryCache, sessions_scope, token_key
-from gateway.service.codec import CustomerIdCodec, EntryCodec
+from gateway.access.codecs import CustomerIdCodec
+from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope, token_key
+from gateway.store.codec import EntryCodec
 from tests.service.conftest import ManualClock
 from tests.service.processes import Process, eventually
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from gateway.service.cache import MemoryCache, PayloadCache
-from gateway.service.codec import EntryCodec
-from gateway.service.layered import LayeredCache
-from gateway.service.redis_cache import RedisCache
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.cache import MemoryCache, PayloadCache
+from gateway.store.codec import EntryCodec
+from gateway.store.layered import LayeredCache
+from gateway.store.redis_cache import RedisCache
+from gateway.store.redis_guard import RedisGuard
 
 # Wednesday 2025-06-11, 12:00 in Berlin (as in tests/platform): inside the 06-18 window.
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC)

@@ -10,14 +10,14 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from gateway.service.bus import InvalidationBus
-from gateway.service.cache import CacheEntry, MemoryCache
-from gateway.service.coalesce import RedisCoalescer
-from gateway.service.codec import EntryCodec
-from gateway.service.layered import LayeredCache
-from gateway.service.redis_cache import RedisCache
-from gateway.service.redis_connect import connect_redis
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.bus import InvalidationBus
+from gateway.store.cache import CacheEntry, MemoryCache
+from gateway.store.coalesce import RedisCoalescer
+from gateway.store.codec import EntryCodec
+from gateway.store.layered import LayeredCache
+from gateway.store.redis_cache import RedisCache
+from gateway.store.redis_connect import connect_redis
+from gateway.store.redis_guard import RedisGuard
 from tests.service.conftest import ManualClock, PlainValues
 
 

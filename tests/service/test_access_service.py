@@ -13,6 +13,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.access import (
+    AccessOutcome,
+    AccessRequest,
+    AccessService,
+    Credentials,
+    Verdict,
+    build_access_service,
+)
+from gateway.access.service import CachedAccess
 from gateway.config import PlatformSettings, Settings
 from gateway.core.decision import evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
@@ -22,15 +31,6 @@ from gateway.platform import PlenigoClient
 from gateway.sandbox.app import STATE, SandboxOptions, create_app
 from gateway.sandbox.data import load_data
 from gateway.sandbox.model import Session
-from gateway.service import (
-    AccessOutcome,
-    AccessRequest,
-    AccessService,
-    Credentials,
-    Verdict,
-    build_access_service,
-)
-from gateway.service.access import CachedAccess
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import T0, ManualClock
 

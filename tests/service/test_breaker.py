@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
+from gateway.access.breaker import BreakerOpen, CircuitBreaker
 from gateway.errors import InvalidSession, PlatformUnavailable, RateLimited
-from gateway.service.breaker import BreakerOpen, CircuitBreaker
 from tests.service.conftest import ManualClock
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from gateway.service.cache import CacheEntry, MemoryCache, token_key
+from gateway.store.cache import CacheEntry, MemoryCache, token_key
 from tests.service.conftest import CacheFactory, ManualClock
 
 

@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.access.service import CachedAccess
 from gateway.config import Settings
 from gateway.core.decision import Decision, evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule, ValidityPolicy
-from gateway.service.access import CachedAccess
-from gateway.service.cache import CacheEntry, MemoryCache, sessions_scope
+from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope
 from tests.service.conftest import T0, ManualClock
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -118,7 +118,7 @@ def test_shapes_are_shared_and_their_table_stays_small() -> None:
     for seconds in range(1_000):  # many distances: only the first ones are remembered
         entry = CacheEntry("c", T0, T0 + timedelta(seconds=seconds))
         assert entry.stale_until == T0 + timedelta(seconds=seconds)
-    from gateway.service import cache
+    from gateway.store import cache
 
     assert len(cache._SHAPES) <= cache._MAX_SHAPES
 

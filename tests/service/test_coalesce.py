@@ -12,20 +12,20 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestServer
 
-from gateway.config import PlatformSettings, Settings
-from gateway.metrics import Metrics
-from gateway.platform import PlenigoClient
-from gateway.sandbox.app import SandboxOptions, create_app
-from gateway.service import (
+from gateway.access import (
     AccessOutcome,
     AccessRequest,
     AccessService,
     Credentials,
     Verdict,
 )
-from gateway.service.build import build_access_service
-from gateway.service.coalesce import Found, RedisCoalescer
-from gateway.service.redis_guard import RedisGuard
+from gateway.access.build import build_access_service
+from gateway.config import PlatformSettings, Settings
+from gateway.metrics import Metrics
+from gateway.platform import PlenigoClient
+from gateway.sandbox.app import SandboxOptions, create_app
+from gateway.store.coalesce import Found, RedisCoalescer
+from gateway.store.redis_guard import RedisGuard
 from tests.conftest import free_port
 from tests.service.conftest import ManualClock
 from tests.service.test_access_service import API_TOKEN, ROUTES, SEED

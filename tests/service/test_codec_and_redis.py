@@ -7,20 +7,15 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 import redis.asyncio as redis
 
+from gateway.access.codecs import CachedAccessCodec, CustomerIdCodec, PayloadCodec
+from gateway.access.service import CachedAccess
 from gateway.config import AccessSettings
 from gateway.core.decision import evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule
-from gateway.service.access import CachedAccess
-from gateway.service.cache import CacheEntry
-from gateway.service.codec import (
-    CachedAccessCodec,
-    CodecError,
-    CustomerIdCodec,
-    EntryCodec,
-    PayloadCodec,
-)
-from gateway.service.redis_cache import RedisCache
+from gateway.store.cache import CacheEntry
+from gateway.store.codec import CodecError, EntryCodec
+from gateway.store.redis_cache import RedisCache
 from tests.service.conftest import T0, ManualClock
 
 ITEM = AccessItem(

@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 
+from gateway.access.identity import Identity, IdentityResolver
+from gateway.access.outcome import Credentials
 from gateway.errors import (
     InvalidSession,
     InvalidTransferToken,
@@ -15,9 +17,7 @@ from gateway.errors import (
     RateLimited,
 )
 from gateway.metrics import Metrics
-from gateway.service.cache import MemoryCache
-from gateway.service.identity import Identity, IdentityResolver
-from gateway.service.outcome import Credentials
+from gateway.store.cache import MemoryCache
 from tests.service.conftest import ManualClock
 
 SESSIONS = {"good-session": "100001", "other-session": "100002"}

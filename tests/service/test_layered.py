@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from gateway.service.cache import CacheEntry, MemoryCache
-from gateway.service.codec import EntryCodec
-from gateway.service.layered import LayeredCache
-from gateway.service.redis_cache import RedisCache
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.cache import CacheEntry, MemoryCache
+from gateway.store.codec import EntryCodec
+from gateway.store.layered import LayeredCache
+from gateway.store.redis_cache import RedisCache
+from gateway.store.redis_guard import RedisGuard
 from tests.conftest import free_port
 from tests.service.conftest import ManualClock, PlainValues
 

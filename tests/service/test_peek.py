@@ -17,13 +17,7 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestServer
 
-from gateway.config import Settings
-from gateway.metrics import Metrics
-from gateway.platform import PlenigoClient
-from gateway.sandbox.app import SandboxOptions
-from gateway.sandbox.app import create_app as create_sandbox
-from gateway.sandbox.data import load_data
-from gateway.service import (
+from gateway.access import (
     AccessOutcome,
     AccessRequest,
     AccessService,
@@ -31,8 +25,14 @@ from gateway.service import (
     Verdict,
     build_access_service,
 )
-from gateway.service.access import NO_CREDENTIAL_OUTCOME, PUBLIC_OUTCOME, ROUTE_DENIED_OUTCOME
-from gateway.service.cache import CacheEntry, MemoryCache
+from gateway.access.service import NO_CREDENTIAL_OUTCOME, PUBLIC_OUTCOME, ROUTE_DENIED_OUTCOME
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.platform import PlenigoClient
+from gateway.sandbox.app import SandboxOptions
+from gateway.sandbox.app import create_app as create_sandbox
+from gateway.sandbox.data import load_data
+from gateway.store.cache import CacheEntry, MemoryCache
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import T0, ManualClock
 

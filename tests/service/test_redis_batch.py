@@ -1,5 +1,5 @@
 """GetBatcher: the L2 reads of one event-loop tick are one MGET, and each read still succeeds,
-fails or gives up on its own (gateway/service/redis_batch.py)."""
+fails or gives up on its own (gateway/store/redis_batch.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as redis
 
-from gateway.service.redis_batch import GetBatcher
-from gateway.service.redis_connect import connect_redis
-from gateway.service.redis_generations import Generations
+from gateway.store.redis_batch import GetBatcher
+from gateway.store.redis_connect import connect_redis
+from gateway.store.redis_generations import Generations
 from tests.conftest import free_port
 from tests.service.test_redis_connect import cluster_url  # noqa: F401 (a fixture)
 

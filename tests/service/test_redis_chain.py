@@ -1,5 +1,5 @@
 """An L2-only hit in one round trip: the session's lookup reads the access answer that follows it
-(gateway/service/redis_chain.py, the companion of gateway/service/layered.py), and every rule
+(gateway/store/redis_chain.py, the companion of gateway/store/layered.py), and every rule
 of two separate lookups still holds: invalidations (in flight, in Redis not yet heard of, of
 every kind), unreadable entries, a flushed script, Redis down or hanging, a Cluster."""
 
@@ -16,13 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from gateway.config import Settings
-from gateway.metrics import Metrics
-from gateway.platform import PlenigoClient
-from gateway.sandbox.app import SandboxOptions
-from gateway.sandbox.app import create_app as create_sandbox
-from gateway.sandbox.data import load_data
-from gateway.service import (
+from gateway.access import (
     AccessOutcome,
     AccessRequest,
     AccessService,
@@ -30,13 +24,19 @@ from gateway.service import (
     Verdict,
     build_access_service,
 )
-from gateway.service.cache import CacheEntry, MemoryCache, sessions_scope
-from gateway.service.codec import EntryCodec
-from gateway.service.layered import Companion, LayeredCache
-from gateway.service.redis_cache import RedisCache
-from gateway.service.redis_chain import SCRIPT, ChainReader, chain_reader
-from gateway.service.redis_connect import connect_redis
-from gateway.service.redis_guard import RedisGuard
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.platform import PlenigoClient
+from gateway.sandbox.app import SandboxOptions
+from gateway.sandbox.app import create_app as create_sandbox
+from gateway.sandbox.data import load_data
+from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope
+from gateway.store.codec import EntryCodec
+from gateway.store.layered import Companion, LayeredCache
+from gateway.store.redis_cache import RedisCache
+from gateway.store.redis_chain import SCRIPT, ChainReader, chain_reader
+from gateway.store.redis_connect import connect_redis
+from gateway.store.redis_guard import RedisGuard
 from tests.conftest import REPO_ROOT, free_port
 from tests.service.conftest import T0, ManualClock, PlainValues
 from tests.service.processes import eventually

@@ -28,10 +28,10 @@ from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLCon
 
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
-from gateway.service.bus import CHANNEL
-from gateway.service.coalesce import Found
-from gateway.service.redis_connect import connect_redis, parse_redis_url
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.bus import CHANNEL
+from gateway.store.coalesce import Found
+from gateway.store.redis_connect import connect_redis, parse_redis_url
+from gateway.store.redis_guard import RedisGuard
 from tests.conftest import REPO_ROOT, free_port, require_binary
 from tests.service.conftest import ManualClock
 from tests.service.processes import Process, entry, eventually

@@ -1,5 +1,5 @@
 """An L2 hit costs one Redis round trip: the generation records are kept in process while the
-invalidation bus is subscribed (gateway/service/redis_generations.py), and every invalidation
+invalidation bus is subscribed (gateway/store/redis_generations.py), and every invalidation
 still reaches every lookup: through the bus, at once in the process that made it, from Redis
 while the bus is away, and by forgetting everything when it comes back."""
 
@@ -15,16 +15,16 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as redis
 
-from gateway.service.bus import InvalidationBus
-from gateway.service.cache import CacheEntry, MemoryCache, sessions_scope
-from gateway.service.codec import EntryCodec
-from gateway.service.layered import LayeredCache
-from gateway.service.redis_batch import GetBatcher
-from gateway.service.redis_cache import EPOCH_KEY, Epoch, RedisCache
-from gateway.service.redis_chain import chain_reader
-from gateway.service.redis_connect import connect_redis
-from gateway.service.redis_generations import Generations
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.bus import InvalidationBus
+from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope
+from gateway.store.codec import EntryCodec
+from gateway.store.layered import LayeredCache
+from gateway.store.redis_batch import GetBatcher
+from gateway.store.redis_cache import EPOCH_KEY, Epoch, RedisCache
+from gateway.store.redis_chain import chain_reader
+from gateway.store.redis_connect import connect_redis
+from gateway.store.redis_generations import Generations
+from gateway.store.redis_guard import RedisGuard
 from tests.service.conftest import ManualClock, PlainValues
 from tests.service.processes import eventually
 
@@ -43,7 +43,7 @@ def entry(clock: ManualClock, value: object, owner: str | None = None) -> CacheE
 
 
 class Node:
-    """One gateway process's Redis tier, wired as gateway/service/build.py wires it: one epoch,
+    """One gateway process's Redis tier, wired as gateway/access/build.py wires it: one epoch,
     one set of generation records, one read batcher and one chain reader for its session and
     access caches, each an L1 in front of Redis, all registered with its invalidation bus
     (running from the start)."""
@@ -103,7 +103,7 @@ class Node:
         self, session_key: str = SESSION, suffix: str = ":premium"
     ) -> tuple[CacheEntry[Any] | None, CacheEntry[Any] | None]:
         """What the access service does: the same two lookups, the second one announced to
-        the first (gateway/service/companion.py)."""
+        the first (gateway/store/companion.py)."""
         then = self.access.companion(suffix)
         assert then is not None
         session = await self.sessions.get_chained(session_key, customer_id=session_key, then=then)

@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.service.coalesce import Found, RedisCoalescer
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.coalesce import Found, RedisCoalescer
+from gateway.store.redis_guard import RedisGuard
 
 
 @dataclass

@@ -21,14 +21,14 @@ import redis.asyncio as redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.access import AccessOutcome, AccessRequest, AccessService, Credentials, Verdict
+from gateway.access.build import build_access_service
 from gateway.config import Settings
 from gateway.core.payload import AccessPayload
 from gateway.metrics import Metrics
 from gateway.platform import PlenigoClient
 from gateway.sandbox.app import STATE, SandboxOptions
 from gateway.sandbox.app import create_app as create_sandbox
-from gateway.service import AccessOutcome, AccessRequest, AccessService, Credentials, Verdict
-from gateway.service.build import build_access_service
 from gateway.web.app import create_app as create_gateway
 from tests.service.conftest import T0, ManualClock
 from tests.service.test_access_service import API_TOKEN, ROUTES, SEED
@@ -275,7 +275,7 @@ async def test_an_unexpected_refresh_error_is_logged_and_counted(
     await gw.warm()
     gw.platform.fault = RuntimeError("a bug in an adapter")
     gw.clock.advance(51)
-    with caplog.at_level(logging.WARNING, logger="gateway.service.refresh"):
+    with caplog.at_level(logging.WARNING, logger="gateway.access.refresh"):
         outcome, seconds = await gw.timed_check()
         assert (outcome.verdict, outcome.cache, seconds < FAST) == (Verdict.GRANTED, "hit", True)
         await gw.settle("access")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.errors import PlatformUnavailable
-from gateway.service.singleflight import SingleFlight
+from gateway.store.singleflight import SingleFlight
 
 
 class Work:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from gateway.service.access import AccessService
+from gateway.access.service import AccessService
 from tests.conftest import BLOCKING_THRESHOLD, LoopBlockGuard
 from tests.web.conftest import Stack, StartStack
 

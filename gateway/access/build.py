@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import redis.asyncio as redis
-
+from gateway.access.breaker import CircuitBreaker, GuardedPlatform
+from gateway.access.codecs import CachedAccessCodec, CustomerIdCodec
+from gateway.access.identity import IdentityResolver
+from gateway.access.service import AccessService, CachedAccess, Platform
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.service.access import AccessService, CachedAccess, Platform
-from gateway.service.breaker import CircuitBreaker, GuardedPlatform
-from gateway.service.bus import InvalidationBus
-from gateway.service.cache import Clock, MemoryCache, PayloadCache
-from gateway.service.coalesce import Coalescer, LocalCoalescer, RedisCoalescer
-from gateway.service.codec import CachedAccessCodec, CustomerIdCodec, EntryCodec
-from gateway.service.identity import IdentityResolver
-from gateway.service.layered import LayeredCache
-from gateway.service.redis_batch import GetBatcher
-from gateway.service.redis_cache import Epoch, RedisCache
-from gateway.service.redis_chain import chain_reader
-from gateway.service.redis_generations import Generations
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.bus import InvalidationBus
+from gateway.store.cache import Clock, MemoryCache, PayloadCache
+from gateway.store.coalesce import Coalescer, LocalCoalescer, RedisCoalescer
+from gateway.store.codec import EntryCodec
+from gateway.store.layered import LayeredCache
+from gateway.store.redis_batch import GetBatcher
+from gateway.store.redis_cache import Epoch, RedisCache
+from gateway.store.redis_chain import chain_reader
+from gateway.store.redis_generations import Generations
+from gateway.store.redis_guard import RedisGuard
+
+if TYPE_CHECKING:  # the client's type only: the store's modules talk to Redis
+    import redis.asyncio as redis
 
 T = TypeVar("T")
 

@@ -18,16 +18,16 @@ It answers the raw bytes (:class:`ChainAnswer`): the entries, the owner record i
 customer id it built the access key from. The Lua side decodes the session entry only to find
 its way (``cjson``: numbers become doubles, which is why it never decides anything on them
 alone); the caller (:meth:`RedisCache.get_chained
-<gateway.service.redis_cache.RedisCache.get_chained>`) decodes both entries with the usual
+<gateway.store.redis_cache.RedisCache.get_chained>`) decodes both entries with the usual
 codecs and checks everything again exactly, as :meth:`RedisCache.get
-<gateway.service.redis_cache.RedisCache.get>` does. Generation records read inside Redis are
+<gateway.store.redis_cache.RedisCache.get>` does. Generation records read inside Redis are
 Redis's current ones, at least as current as any copy a process keeps
-(:mod:`~gateway.service.redis_generations`); the epoch is the process's, as for every other
+(:mod:`~gateway.store.redis_generations`); the epoch is the process's, as for every other
 lookup, so reads and writes of one process agree on it.
 
 The chained lookups of one event-loop tick go out as one EVALSHA (a
-:class:`~gateway.service.redis_batch.TickBatch`), as
-:class:`~gateway.service.redis_batch.GetBatcher` does for GETs. The script only reads (so
+:class:`~gateway.store.redis_batch.TickBatch`), as
+:class:`~gateway.store.redis_batch.GetBatcher` does for GETs. The script only reads (so
 Redis runs it on a full server too), without declaring flags (a ``#!lua flags=no-writes``
 line would refuse it on servers before 7.0), and touches keys it learns on the way, which one
 Redis server allows and a Cluster does not (the keys of one lookup live in different slots): on
@@ -44,7 +44,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.service.redis_batch import TickBatch
+from gateway.store.redis_batch import TickBatch
 
 # ARGV: seven strings per lookup (ChainLookup's fields, in order). Every answer is five
 # values, false (nil for the caller) where nothing was read or found.

@@ -3,19 +3,19 @@
 * ``get``: L1; on a miss L2, and an L2 hit is copied into L1 (its own ``fresh_until`` and
   ``stale_until`` come along, so L1 never keeps it longer than L2 would) unless this process
   learnt of an invalidation while Redis answered (:attr:`RedisCache.changes
-  <gateway.service.redis_cache.RedisCache.changes>`): the answer may be one it hid, and L1
+  <gateway.store.redis_cache.RedisCache.changes>`): the answer may be one it hid, and L1
   would otherwise keep it under the new generation. It still answers the lookup, which was
   concurrent with the invalidation.
 * ``set``: both tiers. ``invalidate_customer`` and ``invalidate_all``: L2, then ``publish``
-  tells the other processes (:class:`~gateway.service.bus.InvalidationBus`), then L1 (also
+  tells the other processes (:class:`~gateway.store.bus.InvalidationBus`), then L1 (also
   when L2 failed). L1 last: a lookup that misses L1 in between would find the old answer in L2
   and put it back.
 * ``generation``: the pair of the tiers' generations; ``set`` hands each tier its own, so a
   value asked for before an invalidation in either tier is stored where no lookup finds it.
 * ``peek``: L1 alone (no I/O, any thread): what ``get`` would answer without asking Redis.
-* ``companion`` and ``get_chained`` (:mod:`~gateway.service.companion`): a session's lookup
+* ``companion`` and ``get_chained`` (:mod:`~gateway.store.companion`): a session's lookup
   that misses L1 reads the access answer that follows it in the same Redis round trip
-  (:meth:`RedisCache.get_chained <gateway.service.redis_cache.RedisCache.get_chained>`), and
+  (:meth:`RedisCache.get_chained <gateway.store.redis_cache.RedisCache.get_chained>`), and
   the :class:`Companion` hands it to the access lookup, which then asks L1 first and Redis not
   at all. Every rule of ``get`` holds for both entries: they answer as L2 hits, and are copied
   into L1 only if this process learnt of no invalidation since the read started (the access
@@ -24,7 +24,7 @@
   happened in between (:meth:`Companion.discard`: the session needed the platform).
 
 The shared tier must never fail a request: every L2 operation goes through the process's
-:class:`~gateway.service.redis_guard.RedisGuard` (a timeout, counting, a breaker), and a failure
+:class:`~gateway.store.redis_guard.RedisGuard` (a timeout, counting, a breaker), and a failure
 is treated as a miss or a skipped write. Invalidating is the exception: if L2 or the publish
 fails, the error propagates (counted), because the caller (a webhook) must know the shared tier
 or another process may still hold the old answer.
@@ -39,12 +39,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from gateway.service.bus import ALL
-from gateway.service.cache import CacheEntry, Generation, MemoryCache
-from gateway.service.companion import CompanionLookup
-from gateway.service.redis_cache import Prefetched, RedisCache
-from gateway.service.redis_guard import FAILURES, RedisGuard
-from gateway.service.singleflight import SingleFlight
+from gateway.store.bus import ALL
+from gateway.store.cache import CacheEntry, Generation, MemoryCache
+from gateway.store.companion import CompanionLookup
+from gateway.store.redis_cache import Prefetched, RedisCache
+from gateway.store.redis_guard import FAILURES, RedisGuard
+from gateway.store.singleflight import SingleFlight
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,7 +68,7 @@ _Read = tuple[CacheEntry[T] | None, int, _Chained | None]
 
 class Companion(Generic[T]):
     """One request's announced lookup in a :class:`LayeredCache` (see
-    :class:`~gateway.service.companion.CompanionLookup`): made by :meth:`LayeredCache.companion`,
+    :class:`~gateway.store.companion.CompanionLookup`): made by :meth:`LayeredCache.companion`,
     filled by the session cache's :meth:`LayeredCache.get_chained`, used once."""
 
     __slots__ = ("_cache", "_chained", "suffix")
@@ -91,7 +91,7 @@ class Companion(Generic[T]):
 
 
 class LayeredCache(Generic[T]):
-    """A :class:`~gateway.service.cache.PayloadCache` over an L1 and an L2 tier."""
+    """A :class:`~gateway.store.cache.PayloadCache` over an L1 and an L2 tier."""
 
     tier = "l2"
 

@@ -4,7 +4,7 @@ An invalidation moves a scope (a customer, a session) to a new generation in Red
 everything to a new epoch (the shared tier can no longer find the old answers), and is
 published on ``pwg:v1:invalidate`` (the scope, or ``*`` for everything); every gateway process
 listens and applies it to what it registered: its L1 caches, its copy of the epoch and its
-copies of the generation records (:class:`~gateway.service.redis_generations.Generations`).
+copies of the generation records (:class:`~gateway.store.redis_generations.Generations`).
 Pub/sub delivers at most once and nothing while a process is disconnected, so a listener that
 subscribes again after having been subscribed before clears all of them entirely (and re-reads
 the epoch): whatever it missed cannot be served afterwards.
@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 
-from gateway.service.cache import PREFIX
-from gateway.service.redis_guard import FAILURES, RedisGuard
+from gateway.store.cache import PREFIX
+from gateway.store.redis_guard import FAILURES, RedisGuard
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,15 @@ from dataclasses import fields
 from datetime import UTC, datetime, time, timedelta
 from typing import Literal, Protocol
 
+from gateway.access.identity import Identity, IdentityResolver
+from gateway.access.outcome import (
+    AccessOutcome,
+    AccessRequest,
+    CacheSource,
+    Credentials,
+    Verdict,
+)
+from gateway.access.refresh import RefreshAhead
 from gateway.core.decision import Decision, evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule, ValidityPolicy
@@ -29,19 +38,10 @@ from gateway.core.routes import RouteKind, RouteTable
 from gateway.errors import PlatformUnavailable, UnknownCustomer
 from gateway.metrics import Metrics
 from gateway.platform.provider import AccessProvider, IdentityProvider
-from gateway.service.cache import CacheEntry, Clock, Generation, PayloadCache, PeekableCache
-from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
-from gateway.service.companion import CompanionCache, CompanionLookup
-from gateway.service.identity import Identity, IdentityResolver
-from gateway.service.outcome import (
-    AccessOutcome,
-    AccessRequest,
-    CacheSource,
-    Credentials,
-    Verdict,
-)
-from gateway.service.refresh import RefreshAhead
-from gateway.service.singleflight import SingleFlight
+from gateway.store.cache import CacheEntry, Clock, Generation, PayloadCache, PeekableCache
+from gateway.store.coalesce import Coalescer, LocalCoalescer, stored_answer
+from gateway.store.companion import CompanionCache, CompanionLookup
+from gateway.store.singleflight import SingleFlight
 
 PUBLIC_OUTCOME = AccessOutcome(Verdict.PUBLIC, "public_route")
 ROUTE_DENIED_OUTCOME = AccessOutcome(Verdict.DENIED, "route_denied")
@@ -274,7 +274,7 @@ class AccessService:
             cache if isinstance(cache, PeekableCache) else None
         )
         # Announces a request's access lookup to its session lookup: with a shared tier that
-        # can chain reads, an L2-only hit is then one round trip (gateway.service.companion).
+        # can chain reads, an L2-only hit is then one round trip (gateway.store.companion).
         self._companions: CompanionCache[CachedAccess] | None = (
             cache if isinstance(cache, CompanionCache) else None
         )
@@ -307,7 +307,7 @@ class AccessService:
           loop soon, without waiting (the WSGI driver passes ``loop.call_soon_threadsafe``):
           an entry inside its refresh window (``now >= fresh_until - refresh_ahead``) is then
           answered from, and its refresh started on the loop exactly as :meth:`check` starts
-          it (one per key per window: :class:`~gateway.service.refresh.RefreshAhead`). Without
+          it (one per key per window: :class:`~gateway.access.refresh.RefreshAhead`). Without
           ``schedule`` such an entry returns None, and :meth:`check` does both.
         """
         match = self._routes.match(request.method, request.path)

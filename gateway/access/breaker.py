@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from gateway.access.service import Platform
 from gateway.core.payload import AccessPayload
 from gateway.errors import PlatformUnavailable
-from gateway.service.access import Platform
-from gateway.service.cache import Clock
+from gateway.store.cache import Clock
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@
   there is nothing to decide with, so the service answers UNAVAILABLE.
 * :meth:`IdentityResolver.peek` is the synchronous, any-thread part of :meth:`resolve`: a fresh
   validation in this process's memory, or "cannot tell" (see
-  :meth:`~gateway.service.access.AccessService.peek`).
+  :meth:`~gateway.access.service.AccessService.peek`).
 * :meth:`IdentityResolver.resolve` takes the lookup its caller makes next (``then``, the access
-  answer: :mod:`~gateway.service.companion`) and hands it to the session cache, which may read
+  answer: :mod:`~gateway.store.companion`) and hands it to the session cache, which may read
   its answer in the same round trip. It is kept only when the session is answered from that
   read; when the platform has to be asked first, the follow-up makes a lookup of its own.
 """
@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.access.outcome import Credentials
+from gateway.access.refresh import RefreshAhead
 from gateway.errors import InvalidSession, InvalidTransferToken, PlatformUnavailable
 from gateway.metrics import Metrics
 from gateway.platform.provider import IdentityProvider
-from gateway.service.cache import (
+from gateway.store.cache import (
     CacheEntry,
     Clock,
     Generation,
@@ -41,11 +43,9 @@ from gateway.service.cache import (
     sessions_scope,
     token_key,
 )
-from gateway.service.coalesce import Coalescer, LocalCoalescer, stored_answer
-from gateway.service.companion import ChainingCache, CompanionLookup
-from gateway.service.outcome import Credentials
-from gateway.service.refresh import RefreshAhead
-from gateway.service.singleflight import SingleFlight
+from gateway.store.coalesce import Coalescer, LocalCoalescer, stored_answer
+from gateway.store.companion import ChainingCache, CompanionLookup
+from gateway.store.singleflight import SingleFlight
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -53,7 +53,7 @@ SessionCache = PayloadCache[str | None]
 """Session-token hash -> customer id, or None for a session the platform rejected."""
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class Identity:
     """A resolved visitor. ``session_token`` is set when it was just exchanged from a transfer
     token (the front-end sets it as the cookie); ``stale`` when served from an expired entry."""
@@ -63,7 +63,7 @@ class Identity:
     stale: bool = False
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.service.outcome)
+@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
 class SessionPeek:
     """What this process's session cache alone says about a session token: ``identity`` (None:
     a token the platform rejected, remembered), the ``tier`` that answered (for the lookup
@@ -249,8 +249,8 @@ class IdentityResolver:
 
     async def invalidate_customer_sessions(self, customer_id: str) -> None:
         """Forget every cached validation of ``customer_id``'s sessions, in O(1): each one is
-        owned by :func:`~gateway.service.cache.sessions_scope` of its customer (see
-        :mod:`gateway.service.cache`), and this moves that scope to a new generation in every
+        owned by :func:`~gateway.store.cache.sessions_scope` of its customer (see
+        :mod:`gateway.store.cache`), and this moves that scope to a new generation in every
         tier and, through the invalidation bus, every process. A remembered *rejection* has no
         customer and is not affected (it stays a rejection)."""
         await self._cache.invalidate_customer(sessions_scope(customer_id))

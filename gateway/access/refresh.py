@@ -34,7 +34,7 @@ from cachetools import TTLCache
 
 from gateway.errors import PlatformUnavailable
 from gateway.metrics import Metrics
-from gateway.service.cache import Clock
+from gateway.store.cache import Clock
 
 K = TypeVar("K", bound=Hashable)
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Every gated request looks up two cache entries, the second keyed by what the first one says:
 the session's validation (by its token's hash) names the customer, and the access answer is
 ``<customer id>:<rule>``, scoped to the customer. A tier that can read both in one go (the
-shared Redis tier, see :mod:`~gateway.service.redis_chain`) must hear of the second lookup
+shared Redis tier, see :mod:`~gateway.store.redis_chain`) must hear of the second lookup
 before the first one is made. The access service therefore asks its access cache for a
 :class:`CompanionLookup` (``<customer id><suffix>``, whoever the customer turns out to be),
 hands it to the identity resolver with the session lookup (:meth:`ChainingCache.get_chained`),
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from gateway.service.cache import CacheEntry
+from gateway.store.cache import CacheEntry
 
 T = TypeVar("T")
 

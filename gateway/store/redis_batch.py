@@ -2,16 +2,16 @@
 
 Requests that arrive together are started together: aiohttp reads them in one pass of the
 loop, and their L2 lookups (each in its own single-flight task, see
-:class:`~gateway.service.layered.LayeredCache`) reach Redis in the next. Sent one by one, each
+:class:`~gateway.store.layered.LayeredCache`) reach Redis in the next. Sent one by one, each
 read costs redis-py a connection from the pool, a command and a reply; a :class:`TickBatch`
 sends all of them as one. :class:`GetBatcher` is the batch of plain GETs: one MGET (a Redis
 Cluster: MGET per slot, pipelined, in one go); the chained session-and-access reads of
-:mod:`~gateway.service.redis_chain` are another: one EVALSHA.
+:mod:`~gateway.store.redis_chain` are another: one EVALSHA.
 
 The first read of a tick *leads*: it yields once (``sleep(0)``), so that every other read
 started in the same pass joins its batch, then asks Redis and hands each follower its answer.
 A read alone in its tick is asked on its own (for GETs a plain GET), one yield later. The
-leader asks inside its own :class:`~gateway.service.redis_guard.RedisGuard` call (its timeout,
+leader asks inside its own :class:`~gateway.store.redis_guard.RedisGuard` call (its timeout,
 its breaker); followers wait inside theirs, and an error reaches every one of them as the
 error of their own read (counted, treated as a miss). A leader that is cancelled (its timeout)
 fails its followers with a :class:`TimeoutError`, never a cancellation they did not ask for; a

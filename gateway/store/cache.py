@@ -18,7 +18,7 @@ validation is found by its token's hash, and only its value (the customer id) sa
 is. Invalidating the owner scope (``invalidate_customer(owner)``) therefore makes every entry it
 owns unreachable in O(1), without a list of them. The cost on a lookup is one dict lookup in
 L1 (the owner's generation record, usually absent) and, on an L2 hit, none while the process
-holds a copy of the owner's record (:mod:`gateway.service.redis_generations`), else one Redis
+holds a copy of the owner's record (:mod:`gateway.store.redis_generations`), else one Redis
 read. Session
 validations are owned by ``sessions-of:<customer id>`` (:func:`sessions_scope`): per-customer
 session invalidation (a CUSTOMER CHANGE or DELETION callback). Across processes an owner scope

@@ -1,6 +1,6 @@
 """One platform call per key across processes and instances, not just within one.
 
-In a process, :class:`~gateway.service.singleflight.SingleFlight` already makes concurrent
+In a process, :class:`~gateway.store.singleflight.SingleFlight` already makes concurrent
 misses share one call. Across processes a short Redis marker does the same: the process that
 sets ``pwg:v1:lock:<key>`` (``SET NX PX``) calls the platform and stores the answer in the
 shared cache; the others poll the cache for that answer for at most ``wait`` seconds, then call
@@ -8,7 +8,7 @@ the platform themselves (a holder that died must not stall anybody for long). Th
 expires by itself after ``lock_ttl``, so a crashed holder cannot block the key either.
 
 Redis trouble never blocks a request: a marker that cannot be set or read means "fetch".
-Every operation goes through the process's :class:`~gateway.service.redis_guard.RedisGuard`.
+Every operation goes through the process's :class:`~gateway.store.redis_guard.RedisGuard`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Generic, Protocol, TypeVar
 
 import redis.asyncio as redis
 
-from gateway.service.cache import PREFIX, Clock, PayloadCache
-from gateway.service.redis_guard import RedisGuard
+from gateway.store.cache import PREFIX, Clock, PayloadCache
+from gateway.store.redis_guard import RedisGuard
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """A process's copy of the scopes' generation records, so an L2 lookup costs one round trip.
 
-:class:`~gateway.service.redis_cache.RedisCache` builds every scoped key from the scope's
+:class:`~gateway.store.redis_cache.RedisCache` builds every scoped key from the scope's
 generation (``pwg:v1:<namespace>:gen:<scope>``), and an owned entry is checked against its
 owner's. Reading those records from Redis on every lookup costs a round trip each, before the
 entry can even be asked for. :class:`Generations` keeps the records this process has read, for
@@ -8,7 +8,7 @@ all its Redis caches, and answers from memory while that is as good as asking Re
 
 * **Only while the invalidation bus is subscribed** (``listening()``). Every change of a record
   is an invalidation, and every invalidation is published with its scope after the record was
-  written (:class:`~gateway.service.bus.InvalidationBus`); the bus drops the scope here when the
+  written (:class:`~gateway.store.bus.InvalidationBus`); the bus drops the scope here when the
   message arrives, and forgets everything whenever it (re)subscribes, since messages sent while
   it was away are lost. Without a bus, before the first subscription and while it is lost,
   every lookup reads the record from Redis, as if this class did not exist, and nothing read
@@ -31,7 +31,7 @@ all its Redis caches, and answers from memory while that is as good as asking Re
 A record read while listening costs one round trip (GET and PTTL pipelined); afterwards a lookup
 of the scope costs none for it. The clock is monotonic seconds (the records' lifetimes are
 Redis's, not the caches' clock). A session lookup chained with its access lookup
-(:mod:`~gateway.service.redis_chain`) needs none of this: its script reads the records inside
+(:mod:`~gateway.store.redis_chain`) needs none of this: its script reads the records inside
 Redis, in the same round trip.
 """
 
@@ -79,7 +79,7 @@ class Generations:
 
     ``listening``: whether the invalidation bus is subscribed right now (None: no bus, never
     trusted, every lookup asks Redis). Register the object with the bus
-    (:meth:`~gateway.service.bus.InvalidationBus.register`) so its invalidations reach it.
+    (:meth:`~gateway.store.bus.InvalidationBus.register`) so its invalidations reach it.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
-"""The shared tier (L2): a :class:`~gateway.service.cache.PayloadCache` in Redis.
+"""The shared tier (L2): a :class:`~gateway.store.cache.PayloadCache` in Redis.
 
 Keys carry a format version, a namespace and the *epoch* (``pwg:v1:access:<epoch>:…``); callers
-already hash every credential into their keys (:func:`~gateway.service.cache.token_key`).
+already hash every credential into their keys (:func:`~gateway.store.cache.token_key`).
 
 * Scoped entries (a customer's access answers, a session's validation) also carry the scope's
   *generation* (``…@<generation>``), recorded in ``pwg:v1:<namespace>:gen:<scope>``.
@@ -12,12 +12,12 @@ already hash every credential into their keys (:func:`~gateway.service.cache.tok
   generation it replaced has expired too (entries live at most ``max_lifetime``, and a value
   asked for before the invalidation is stored within the flight time that ``generation_ttl``
   adds on top). Records therefore do not pile up with every logout.
-* An entry with an owner (:attr:`~gateway.service.cache.CacheEntry.owner`: a session
+* An entry with an owner (:attr:`~gateway.store.cache.CacheEntry.owner`: a session
   validation's customer) is stored with the owner scope's generation at that moment, and a
   lookup that finds it compares the owner's current generation and treats a changed one as a
   miss.
 * The records are read through the process's
-  :class:`~gateway.service.redis_generations.Generations`: while the invalidation bus is
+  :class:`~gateway.store.redis_generations.Generations`: while the invalidation bus is
   subscribed it keeps the records it has read, drops a scope's when the bus delivers its
   invalidation, and forgets them all when the bus reconnects; otherwise (no bus, or the bus is
   down) every lookup reads them from Redis. With the records known, a lookup is one GET (or
@@ -26,7 +26,7 @@ already hash every credential into their keys (:func:`~gateway.service.cache.tok
   exactly as its L1 sees it; this process's own is seen at once.
 * :meth:`RedisCache.get_chained` is a session's lookup and the access lookup that follows it
   (``<customer id><suffix>`` in another cache, scoped to the customer) in one round trip, with
-  a ``chain`` reader (:mod:`~gateway.service.redis_chain`: a script that follows the chain
+  a ``chain`` reader (:mod:`~gateway.store.redis_chain`: a script that follows the chain
   inside Redis, reading the records there). Without one (a Cluster) it is :meth:`get` and the
   follow-up is left to its own lookup.
 * :meth:`RedisCache.invalidate_all` moves to a new epoch (``INCR pwg:v1:epoch``). Each process
@@ -36,7 +36,7 @@ already hash every credential into their keys (:func:`~gateway.service.cache.tok
 Entries expire in Redis at their ``stale_until``; a lookup also checks both instants against the
 caller's clock, so a tier that runs behind Redis's clock never serves past ``stale_until``. A
 value that cannot be decoded counts as a miss. Redis errors propagate: the caller
-(:class:`~gateway.service.layered.LayeredCache`) bounds and absorbs them.
+(:class:`~gateway.store.layered.LayeredCache`) bounds and absorbs them.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as redis
 
-from gateway.service.cache import PREFIX, CacheEntry, Clock, Generation
-from gateway.service.codec import CodecError, EntryCodec
-from gateway.service.redis_batch import GetBatcher
-from gateway.service.redis_chain import ChainLookup, ChainReader
-from gateway.service.redis_generations import Generations, generation_of, record_key
+from gateway.store.cache import PREFIX, CacheEntry, Clock, Generation
+from gateway.store.codec import CodecError, EntryCodec
+from gateway.store.redis_batch import GetBatcher
+from gateway.store.redis_chain import ChainLookup, ChainReader
+from gateway.store.redis_generations import Generations, generation_of, record_key
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -115,9 +115,9 @@ class RedisCache(Generic[T]):
     ``generations`` are the process's (shared by its Redis caches, registered with its
     invalidation bus); without them the cache makes its own, and without a bus its generations
     are read from Redis on every lookup. With ``batcher`` (the process's, see
-    :mod:`~gateway.service.redis_batch`) the entries that lookups of one event-loop tick ask
+    :mod:`~gateway.store.redis_batch`) the entries that lookups of one event-loop tick ask
     for are read with one MGET. With ``chain`` (the process's, see
-    :mod:`~gateway.service.redis_chain`) :meth:`get_chained` reads a session and the access
+    :mod:`~gateway.store.redis_chain`) :meth:`get_chained` reads a session and the access
     answer that follows it in one round trip.
     """
 
@@ -159,7 +159,7 @@ class RedisCache(Generic[T]):
     def changes(self) -> int:
         """Moves whenever this process learns of an invalidation (any scope, or everything):
         an answer read while it moved may be one that invalidation hid (see
-        :class:`~gateway.service.layered.LayeredCache`)."""
+        :class:`~gateway.store.layered.LayeredCache`)."""
         return self.epoch.changes + self.generations.changes
 
     def generation_key(self, scope: str) -> str:
