@@ -50,7 +50,7 @@ from json.encoder import encode_basestring_ascii
 from time import time as wall_clock
 from typing import IO, Any
 
-from gateway.logs import REDACTED, Redactor
+from gateway.redaction import REDACTED, Redactor
 
 __all__ = ["FLUSH_TIMEOUT", "INTERVAL", "MAX_LINES", "AccessLog", "current", "flush", "install"]
 
