@@ -146,17 +146,13 @@ class LayeredCache(Generic[T]):
         )
         if chained is not None:
             then._offer(chained)
-        if entry is not None and changes == self._l2.changes:
-            await self._keep(key, entry, customer_id)
-        return entry
+        return await self._answer(key, entry, changes, customer_id)
 
     async def _from_l2(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
         entry, changes, _ = await self._reads.run(
             (key, customer_id), lambda: self._l2_get(key, customer_id)
         )
-        if entry is not None and changes == self._l2.changes:
-            await self._keep(key, entry, customer_id)
-        return entry
+        return await self._answer(key, entry, changes, customer_id)
 
     async def _follow(
         self, key: str, customer_id: str, chained: _Chained | None
@@ -172,18 +168,19 @@ class LayeredCache(Generic[T]):
             or key != customer_id + chained.suffix
         ):
             return await self._from_l2(key, customer_id)
-        entry = chained.prefetched.entry
-        if entry is not None and chained.changes == self._l2.changes:
-            await self._keep(key, entry, customer_id)
-        return entry
+        return await self._answer(key, chained.prefetched.entry, chained.changes, customer_id)
 
-    async def _keep(self, key: str, entry: CacheEntry[T], customer_id: str | None) -> None:
-        """Copy an L2 answer into L1, marked as L1's own (dataclasses.replace costs
-        microseconds: it inspects)."""
-        copy = CacheEntry(
-            entry.value, entry.fresh_until, entry.stale_until, self._l1.tier, entry.owner
-        )
-        await self._l1.set(key, copy, customer_id=customer_id)
+    async def _answer(
+        self, key: str, entry: CacheEntry[T] | None, changes: int, customer_id: str | None
+    ) -> CacheEntry[T] | None:
+        """An L2 read's answer to its lookup, copied into L1 (marked as L1's own) unless this
+        process learnt of an invalidation since the read started (``changes``: then)."""
+        if entry is not None and changes == self._l2.changes:
+            copy = CacheEntry(
+                entry.value, entry.fresh_until, entry.stale_until, self._l1.tier, entry.owner
+            )
+            await self._l1.set(key, copy, customer_id=customer_id)
+        return entry
 
     def peek(
         self, key: str, *, customer_id: str | None = None, now: datetime | None = None
