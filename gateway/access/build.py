@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway.access.breaker import CircuitBreaker, GuardedPlatform
+from gateway.access.cached import CachedAccess
 from gateway.access.codecs import CachedAccessCodec, CustomerIdCodec
 from gateway.access.identity import IdentityResolver
-from gateway.access.service import AccessService, CachedAccess, Platform
+from gateway.access.service import AccessService, Platform
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.store.bus import InvalidationBus

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.access.service import CachedAccess
+from gateway.access.cached import CachedAccess
 from gateway.core.decision import Decision
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.store.codec import (

@@ -21,7 +21,7 @@ from gateway.access import (
     Verdict,
     build_access_service,
 )
-from gateway.access.service import CachedAccess
+from gateway.access.cached import CachedAccess
 from gateway.config import PlatformSettings, Settings
 from gateway.core.decision import evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload

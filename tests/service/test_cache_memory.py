@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.access.service import CachedAccess
+from gateway.access.cached import CachedAccess
 from gateway.config import Settings
 from gateway.core.decision import Decision, evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 import redis.asyncio as redis
 
+from gateway.access.cached import CachedAccess
 from gateway.access.codecs import CachedAccessCodec, CustomerIdCodec, PayloadCodec
-from gateway.access.service import CachedAccess
 from gateway.config import AccessSettings
 from gateway.core.decision import evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
