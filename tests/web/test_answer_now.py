@@ -106,6 +106,18 @@ async def auth_stack(start_stack: StartStack) -> tuple[Stack, int]:
     return stack, port
 
 
+async def cached(
+    start_stack: StartStack, connect: Callable[[int], Any]
+) -> tuple[Stack, Connection]:
+    """An auth_request gateway and a connection to it whose first request (a miss) put the
+    plain session's decision into the cache."""
+    stack, port = await auth_stack(start_stack)
+    client = await connect(port)
+    await client.send(auth_request())
+    await client.response()
+    return stack, client
+
+
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
@@ -191,10 +203,7 @@ async def test_the_bytes_are_those_aiohttp_sends(
 async def test_pipelined_requests_are_answered_in_order(
     start_stack: StartStack, slow_way: list[str], connect: Callable[[int], Any]
 ) -> None:
-    _stack, port = await auth_stack(start_stack)
-    client = await connect(port)
-    await client.send(auth_request())
-    await client.response()
+    _stack, client = await cached(start_stack, connect)
     slow_way.clear()
     # cached, a miss (waits for the platform), cached, cached: one write.
     await client.send(
@@ -227,12 +236,9 @@ async def test_what_is_not_offered_goes_aiohttps_way(
     request_bytes: bytes,
     closes: bool,
 ) -> None:
-    _stack, port = await auth_stack(start_stack)
-    warm = await connect(port)
-    await warm.send(auth_request())
-    await warm.response()
+    stack, _ = await cached(start_stack, connect)
     slow_way.clear()
-    client = await connect(port)
+    client = await connect(stack.gateway.port)
     await client.send(request_bytes)
     if b"Expect: 100-continue" in request_bytes:
         assert (await client.response(head_only=True)).startswith(b"HTTP/1.1 100 Continue")
@@ -266,10 +272,7 @@ async def test_a_failure_on_arrival_leaves_the_request_to_aiohttps_way(
     connect: Callable[[int], Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _stack, port = await auth_stack(start_stack)
-    client = await connect(port)
-    await client.send(auth_request())
-    await client.response()
+    _stack, client = await cached(start_stack, connect)
 
     def broken(reply: Any) -> bytes:
         raise RuntimeError("a bug")
@@ -287,10 +290,7 @@ async def test_while_writing_is_paused_requests_go_aiohttps_way(
     # A client that does not read its answers: once the transport's buffer passes its high
     # water mark it pauses writing, and answers on arrival would pile up past it. aiohttp's
     # way waits for the buffer to drain instead.
-    stack, port = await auth_stack(start_stack)
-    client = await connect(port)
-    await client.send(auth_request())
-    await client.response()
+    stack, client = await cached(start_stack, connect)
     (handler,) = stack.gateway.runner.server.connections  # type: ignore[union-attr]
     handler.pause_writing()  # what the transport does at its high water mark
     slow_way.clear()
@@ -310,10 +310,7 @@ async def test_a_read_that_fills_the_parsers_queue_is_left_to_aiohttp(
 ) -> None:
     # aiohttp's parser stops after a queue's worth of requests in one read and aiohttp
     # re-drives it; every request of such a burst is answered, in order, on one connection.
-    stack, port = await auth_stack(start_stack)
-    client = await connect(port)
-    await client.send(auth_request())
-    await client.response()
+    stack, client = await cached(start_stack, connect)
     count = 2_000
     await client.send(b"".join(auth_request(uri=f"/premium/{n}") for n in range(count)))
     async with asyncio.timeout(60):
