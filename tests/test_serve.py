@@ -7,6 +7,7 @@ so no platform is needed. Every wait is bounded; every process is killed in ``fi
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -508,3 +509,19 @@ def test_bad_port_is_a_usage_error(port: str, capsys: pytest.CaptureFixture[str]
         build_parser().parse_args(["serve", "--port", port])
     assert exited.value.code == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_start_up_objects_are_kept_out_of_full_collections() -> None:
+    from gateway import server
+
+    assert gc.get_freeze_count() == 0
+    built = {"start-up": ["state"]}
+    assert any(o is built for o in gc.get_objects())  # walked by every full collection
+    try:
+        server._freeze_startup_objects()
+        # Everything that existed is in the permanent generation, ``built`` among it: a full
+        # collection no longer walks it.
+        assert gc.get_freeze_count() > 0
+        assert not any(o is built for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
