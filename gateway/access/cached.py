@@ -12,7 +12,7 @@ from gateway.core.decision import Decision, evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule, ValidityPolicy
 
-__all__ = ["CachedAccess"]
+__all__ = ["CachedAccess", "RawItem", "RawPayload"]
 
 
 class CachedAccess(Decision):
@@ -27,7 +27,9 @@ class CachedAccess(Decision):
     * The payload is kept packed (:func:`_pack_payload`: one bytes object of some 70 bytes for
       a one-item answer instead of some 330 in five to seven objects) and :attr:`payload`
       rebuilds it. Only a re-evaluation (``now`` past the last decision's ``stable_until``, or
-      before its instant), a stale answer and the Redis codec read it; a hit never does.
+      before its instant) and a stale answer read it; a hit never does. The Redis codec goes
+      between the packed form and its JSON directly (:meth:`raw_payload`,
+      :meth:`from_raw_payload`): the payload's plain numbers, without rebuilding it.
 
     The last decision and its instant are read and replaced in one step (``_last``: the first
     decision's instant, later a (decision, instant) tuple): ``decide`` also runs on other
@@ -48,11 +50,36 @@ class CachedAccess(Decision):
         setter(self, "_payload", _pack_payload(payload))
         setter(self, "_last", decided_at)
 
+    @classmethod
+    def from_raw_payload(
+        cls, raw: RawPayload, decision: Decision, decided_at: datetime
+    ) -> CachedAccess | None:
+        """``CachedAccess(payload, decision, decided_at)`` for the payload given as plain values
+        (:data:`RawPayload`), packed straight from them: the same object, without building the
+        payload first. None when they cannot be packed (then build the payload)."""
+        try:
+            packed = _pack_raw(raw)
+        except (TypeError, ValueError, OverflowError, AttributeError, struct.error):
+            return None
+        self = object.__new__(cls)
+        setter = object.__setattr__  # a Decision is frozen
+        for name in _DECISION_FIELDS:
+            setter(self, name, getattr(decision, name))
+        setter(self, "_payload", packed)
+        setter(self, "_last", decided_at)
+        return self
+
     @property
     def payload(self) -> AccessPayload:
         """The platform's answer: equal to the one given (its instants rebuilt in UTC)."""
         packed = self._payload
         return _unpack_payload(packed) if isinstance(packed, bytes) else packed
+
+    def raw_payload(self) -> RawPayload | None:
+        """The payload as plain values (:data:`RawPayload`), read from the packed form without
+        building the payload; None when it is not kept packed (then read :attr:`payload`)."""
+        packed = self._payload
+        return _read_raw(packed) if isinstance(packed, bytes) else None
 
     @property
     def decision(self) -> Decision:
@@ -104,7 +131,6 @@ _DECISION_FIELDS = tuple(field.name for field in fields(Decision))
 # instant anyway), window times microseconds of the day.
 _HEAD = struct.Struct("<BqHH")  # customer_blocked | granted << 1, fetched_at, len(id), items
 _ITEM = struct.Struct("<BBH")  # granted | blocked << 1, which bounds are present, len(id)
-_BOUND = struct.Struct("<q")
 _BOUNDS = (  # AccessItem's optional fields, in its order; True: an instant, False: a time
     ("lifetime_start", True),
     ("lifetime_end", True),
@@ -114,8 +140,24 @@ _BOUNDS = (  # AccessItem's optional fields, in its order; True: an instant, Fal
     ("pause_end", True),
     ("max_cache_date", True),
 )
+# The bounds an item has, packed one after the other: one struct per how many.
+_BOUND_RUNS = tuple(struct.Struct(f"<{count}q") for count in range(len(_BOUNDS) + 1))
+# The bound positions (in _BOUNDS) that the bits of an item's "present" byte name.
+_PRESENT = tuple(
+    tuple(bit for bit in range(len(_BOUNDS)) if present & (1 << bit)) for present in range(256)
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+RawItem = tuple[str, bool, bool, list[int | None]]
+"""An item as plain values: access_right_id, granted, blocked, and its seven bounds in
+AccessItem's order (:data:`_BOUNDS`), instants as microseconds since the epoch, window times
+as microseconds of the day, None where absent."""
+
+RawPayload = tuple[str, bool, bool, int, list[RawItem]]
+"""A payload as plain values: customer_id, customer_blocked, granted, fetched_at (microseconds
+since the epoch) and its items (:data:`RawItem`). What the packed form holds, read or written
+without building an :class:`AccessPayload` (the Redis codec's values are the same numbers)."""
 
 
 def _flags(first: object, second: object) -> int:
@@ -124,38 +166,81 @@ def _flags(first: object, second: object) -> int:
     return first | second << 1
 
 
+def _pack_raw(raw: RawPayload) -> bytes:
+    """The packed form of ``raw``; raises (TypeError, ValueError, OverflowError, struct.error)
+    for what it cannot hold: a flag that is not a bool, an id that is not a str (or not
+    encodable), a number beyond 64 bits, an id or item count beyond 65535."""
+    customer_id, customer_blocked, granted, fetched_at, items = raw
+    customer = customer_id.encode()
+    flags = _flags(customer_blocked, granted)
+    parts = [_HEAD.pack(flags, fetched_at, len(customer), len(items)) + customer]
+    for access_right_id, item_granted, item_blocked, bounds in items:
+        present = 0
+        values = []
+        for bit, bound in enumerate(bounds):
+            if bound is not None:
+                present |= 1 << bit
+                values.append(bound)
+        encoded = access_right_id.encode()
+        head = _ITEM.pack(_flags(item_granted, item_blocked), present, len(encoded))
+        parts.append(head + encoded + _BOUND_RUNS[len(values)].pack(*values))
+    return b"".join(parts)
+
+
 def _pack_payload(payload: AccessPayload) -> bytes | AccessPayload:
     """``payload`` packed; itself when packing would lose something (a naive datetime, a
     window time with a time zone or a fold, a flag that is not a bool: nothing the platform
     adapter makes)."""
     try:
-        parts = [b""]
+        items: list[RawItem] = []
         for item in payload.items:
-            present = 0
-            bounds = []
-            for bit, (name, is_instant) in enumerate(_BOUNDS):
+            bounds: list[int | None] = []
+            for name, is_instant in _BOUNDS:
                 bound = getattr(item, name)
                 if bound is None:
-                    continue
-                present |= 1 << bit
-                if is_instant:
-                    bounds.append(_BOUND.pack((bound - _EPOCH) // _MICROSECOND))
+                    bounds.append(None)
+                elif is_instant:
+                    bounds.append((bound - _EPOCH) // _MICROSECOND)
                 elif bound.tzinfo is not None or bound.fold:
                     return payload
                 else:
                     seconds = (bound.hour * 60 + bound.minute) * 60 + bound.second
-                    bounds.append(_BOUND.pack(seconds * 1_000_000 + bound.microsecond))
-            access_right_id = item.access_right_id.encode()
-            flags = _flags(item.granted, item.blocked)
-            head = _ITEM.pack(flags, present, len(access_right_id))
-            parts.append(head + access_right_id + b"".join(bounds))
-        customer = payload.customer_id.encode()
-        flags = _flags(payload.customer_blocked, payload.granted)
+                    bounds.append(seconds * 1_000_000 + bound.microsecond)
+            items.append((item.access_right_id, item.granted, item.blocked, bounds))
         fetched_at = (payload.fetched_at - _EPOCH) // _MICROSECOND
-        parts[0] = _HEAD.pack(flags, fetched_at, len(customer), len(payload.items)) + customer
-        return b"".join(parts)
+        return _pack_raw(
+            (payload.customer_id, payload.customer_blocked, payload.granted, fetched_at, items)
+        )
     except (TypeError, ValueError, OverflowError, AttributeError, struct.error):
         return payload  # naive datetimes, out-of-range numbers, not a str: kept as it is
+
+
+def _read_raw(packed: bytes) -> RawPayload:
+    """The plain values that :func:`_pack_raw` packed."""
+    flags, fetched_at, length, count = _HEAD.unpack_from(packed)
+    offset = _HEAD.size + length
+    customer_id = packed[_HEAD.size : offset].decode()
+    items: list[RawItem] = []
+    for _ in range(count):
+        item_flags, present, length = _ITEM.unpack_from(packed, offset)
+        offset += _ITEM.size
+        access_right_id = packed[offset : offset + length].decode()
+        offset += length
+        slots = _PRESENT[present]
+        run = _BOUND_RUNS[len(slots)]
+        bounds: list[int | None] = [None, None, None, None, None, None, None]
+        for slot, value in zip(slots, run.unpack_from(packed, offset), strict=True):
+            bounds[slot] = value
+        offset += run.size
+        items.append((access_right_id, item_flags & 1 == 1, item_flags & 2 == 2, bounds))
+    return customer_id, flags & 1 == 1, flags & 2 == 2, fetched_at, items
+
+
+def _time_of_day(value: int) -> time:
+    seconds, microsecond = divmod(value, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return time(hour, minute, second, microsecond)
 
 
 def _unpack_payload(packed: bytes) -> AccessPayload:
@@ -163,28 +248,23 @@ def _unpack_payload(packed: bytes) -> AccessPayload:
     flags, fetched_at, length, count = _HEAD.unpack_from(packed)
     offset = _HEAD.size + length
     customer_id = packed[_HEAD.size : offset].decode()
+    epoch, microsecond = _EPOCH, _MICROSECOND
     items = []
     for _ in range(count):
         item_flags, present, length = _ITEM.unpack_from(packed, offset)
         offset += _ITEM.size
         access_right_id = packed[offset : offset + length].decode()
         offset += length
-        bounds: list[datetime | time | None] = []
-        for bit, (_, is_instant) in enumerate(_BOUNDS):
-            if not present & (1 << bit):
-                bounds.append(None)
-                continue
-            (number,) = _BOUND.unpack_from(packed, offset)
-            offset += _BOUND.size
-            if is_instant:
-                bounds.append(_EPOCH + number * _MICROSECOND)
-            else:
-                seconds, microsecond = divmod(number, 1_000_000)
-                minutes, second = divmod(seconds, 60)
-                hour, minute = divmod(minutes, 60)
-                bounds.append(time(hour, minute, second, microsecond))
-        granted, blocked = bool(item_flags & 1), bool(item_flags & 2)
+        slots = _PRESENT[present]
+        run = _BOUND_RUNS[len(slots)]
+        bounds: list[datetime | time | None] = [None, None, None, None, None, None, None]
+        for slot, number in zip(slots, run.unpack_from(packed, offset), strict=True):
+            # Slots 2 and 3 are the window times (_BOUNDS), the others instants.
+            bounds[slot] = _time_of_day(number) if 2 <= slot <= 3 else epoch + number * microsecond
+        offset += run.size
         # ``bounds`` is in AccessItem's field order (_BOUNDS), each of its field's type.
-        items.append(AccessItem(access_right_id, granted, blocked, *bounds))  # type: ignore[arg-type]
-    fetched = _EPOCH + fetched_at * _MICROSECOND
-    return AccessPayload(customer_id, bool(flags & 1), bool(flags & 2), tuple(items), fetched)
+        items.append(
+            AccessItem(access_right_id, item_flags & 1 == 1, item_flags & 2 == 2, *bounds)  # type: ignore[arg-type]
+        )
+    fetched = epoch + fetched_at * microsecond
+    return AccessPayload(customer_id, flags & 1 == 1, flags & 2 == 2, tuple(items), fetched)

@@ -7,9 +7,10 @@ the day (:mod:`gateway.store.codec`'s helpers).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from gateway.access.cached import CachedAccess
+from gateway.access.cached import CachedAccess, RawItem, RawPayload
 from gateway.core.decision import Decision
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.store.codec import (
@@ -79,17 +80,135 @@ class PayloadCodec:
 # A decision no instant satisfies: a CachedAccess read from another tier decides afresh.
 _UNDECIDED = Decision(False, "undecided", EPOCH, EPOCH, cacheable=False)
 
+# The instants a datetime can hold, in microseconds since the epoch (what from_instant accepts).
+_FIRST_INSTANT = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
+_LAST_INSTANT = (datetime.max.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
+_DAY = 86_400  # seconds: a window time is 0 <= seconds of the day < _DAY
+_SECOND = 1_000_000  # microseconds: window times are packed in microseconds of the day
+
+
+def _raw_instant(value: object) -> bool:
+    """Whether ``value`` is an instant exactly as :meth:`PayloadCodec.dump` writes one."""
+    return value is None or (type(value) is int and _FIRST_INSTANT <= value <= _LAST_INSTANT)
+
+
+def _raw_window(value: object) -> bool:
+    """Whether ``value`` is a window time exactly as :meth:`PayloadCodec.dump` writes one."""
+    return value is None or (type(value) is int and 0 <= value < _DAY)
+
+
+def _raw_payload(data: Any) -> RawPayload | None:
+    """``data`` as plain values, if it is exactly what :meth:`CachedAccessCodec.dump` writes
+    (every value of the type dump gives it, every number in range), which
+    :meth:`PayloadCodec.load` reads without converting anything; None for anything else,
+    which :meth:`PayloadCodec.load` reads (or refuses) as it always has."""
+    if type(data) is not list or len(data) != 5:
+        return None
+    customer_id, blocked, granted, fetched_at, items = data
+    if (
+        type(customer_id) is not str
+        or type(blocked) is not bool
+        or type(granted) is not bool
+        or fetched_at is None
+        or not _raw_instant(fetched_at)
+        or type(items) is not list
+    ):
+        return None
+    raw_items: list[RawItem] = []
+    for item in items:
+        if type(item) is not list or len(item) != 10:
+            return None
+        (
+            access_right_id,
+            item_granted,
+            item_blocked,
+            start,
+            end,
+            opens,
+            closes,
+            paused,
+            resumed,
+            cache,
+        ) = item
+        if not (
+            type(access_right_id) is str
+            and type(item_granted) is bool
+            and type(item_blocked) is bool
+            and _raw_instant(start)
+            and _raw_instant(end)
+            and _raw_window(opens)
+            and _raw_window(closes)
+            and _raw_instant(paused)
+            and _raw_instant(resumed)
+            and _raw_instant(cache)
+        ):
+            return None
+        bounds: list[int | None] = [
+            start,
+            end,
+            None if opens is None else opens * _SECOND,
+            None if closes is None else closes * _SECOND,
+            paused,
+            resumed,
+            cache,
+        ]
+        raw_items.append((access_right_id, item_granted, item_blocked, bounds))
+    return customer_id, blocked, granted, fetched_at, raw_items
+
 
 class CachedAccessCodec:
-    """The access cache's values: only the payload travels; the decision is made again here."""
+    """The access cache's values: only the payload travels; the decision is made again here.
+
+    Both ways go between the JSON data and the payload's packed form
+    (:class:`~gateway.access.cached.CachedAccess`) directly, without building an
+    :class:`AccessPayload` in between: the same data as :class:`PayloadCodec`'s, number for
+    number. Data that is not exactly what ``dump`` writes (another writer's, a corruption) and
+    a value whose payload is not kept packed take :class:`PayloadCodec`'s way."""
 
     def __init__(self) -> None:
         self._payloads = PayloadCodec()
 
     def dump(self, value: CachedAccess) -> Any:
-        return self._payloads.dump(value.payload)
+        raw = value.raw_payload()
+        if raw is None:
+            return self._payloads.dump(value.payload)
+        customer_id, blocked, granted, fetched_at, items = raw
+        return [
+            customer_id,
+            blocked,
+            granted,
+            fetched_at,
+            [
+                [
+                    access_right_id,
+                    item_granted,
+                    item_blocked,
+                    start,
+                    end,
+                    None if opens is None else opens // _SECOND,  # seconds_of_day's
+                    None if closes is None else closes // _SECOND,
+                    paused,
+                    resumed,
+                    cache,
+                ]
+                for access_right_id, item_granted, item_blocked, (
+                    start,
+                    end,
+                    opens,
+                    closes,
+                    paused,
+                    resumed,
+                    cache,
+                ) in items
+            ],
+        ]
 
     def load(self, data: Any) -> CachedAccess:
+        raw = _raw_payload(data)
+        if raw is not None:
+            loaded = CachedAccess.from_raw_payload(raw, _UNDECIDED, EPOCH)
+            if loaded is not None:
+                return loaded
         return CachedAccess(self._payloads.load(data), _UNDECIDED, EPOCH)
 
 

@@ -211,16 +211,17 @@ class AccessService:
         trouble."""
         if not (credentials.session_token or credentials.transfer_token):
             return NO_CREDENTIAL_OUTCOME
+        rule_key = self._rule_key(rule)
         then = None
         if self._companions is not None:  # the lookup _decide makes: <customer id>:<rule key>
-            then = self._companions.companion(f":{self._rule_key(rule)}")
+            then = self._companions.companion(f":{rule_key}")
         try:
             identity = await self._identity.resolve(credentials, then=then)
         except PlatformUnavailable:
             return IDENTITY_UNAVAILABLE_OUTCOME
         if identity is None:
             return INVALID_CREDENTIAL_OUTCOME
-        return await self._decide(identity, rule, then)
+        return await self._decide(identity, rule, rule_key, then)
 
     async def login(self, transfer_token: str) -> Identity | None:
         """Exchange a transfer token for a session: the identity, or None if the token is not
@@ -274,10 +275,12 @@ class AccessService:
         self,
         identity: Identity,
         rule: AccessRule,
+        rule_key: str,
         then: CompanionLookup[CachedAccess] | None = None,
     ) -> AccessOutcome:
+        """``rule_key``: :meth:`_rule_key` of ``rule``."""
         customer_id = identity.customer_id
-        key = f"{customer_id}:{self._rule_key(rule)}"
+        key = f"{customer_id}:{rule_key}"
         if then is not None:  # announced to the session lookup: it may have the answer already
             entry = await then.get(key, customer_id=customer_id)
         else:

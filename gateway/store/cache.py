@@ -119,6 +119,8 @@ _SHAPES: dict[Shape, Shape] = {}
 :data:`_MAX_SHAPES`; a memo, so a race only makes a second copy of one."""
 _MAX_SHAPES = 64
 
+_NO_TIME = timedelta(0)
+
 
 def _shape(value: object, fresh_until: datetime, stale_until: datetime, owner: str | None) -> Shape:
     code: str | _OwnedByValue | None = owner
@@ -211,6 +213,19 @@ class CacheEntry(Generic[T]):
 
     def fresh_at(self, now: datetime) -> bool:
         return now < self.fresh_until
+
+    def in_tier(self, tier: str) -> CacheEntry[T]:
+        """This entry as answered by ``tier``: equal to it, made from its parts as they are
+        (``CacheEntry(value, fresh_until, stale_until, tier, owner)`` would only compute the
+        same shape again)."""
+        entry: CacheEntry[T] = object.__new__(CacheEntry if tier == "l1" else _TierEntry)
+        setter = object.__setattr__
+        setter(entry, "value", self.value)
+        setter(entry, "fresh_until", self.fresh_until)
+        setter(entry, "_shape", self._shape)
+        if tier != "l1":
+            setter(entry, "tier", tier)
+        return entry
 
     def _fields(self) -> tuple[object, ...]:
         return (self.value, self.fresh_until, self.stale_until, self.owner)
@@ -328,17 +343,14 @@ class MemoryCache(Generic[T]):
         self._entries: OrderedDict[str, CacheEntry[T] | tuple[CacheEntry[T], int, int]] = (
             OrderedDict()
         )
-        self._generations: dict[str, tuple[int, float]] = {}  # customer -> (generation, at)
+        self._generations: dict[str, tuple[int, datetime]] = {}  # customer -> (generation, at)
         self._counter = itertools.count(1)
         # The generation of every customer without a record of its own: 0 until the first
         # invalidate_all, then a fresh one, so values asked for before it cannot be stored.
         self._floor = 0
-        self._longest = 0.0  # seconds: the longest entry lifetime ever stored
+        self._longest = timedelta(0)  # the longest entry lifetime ever stored
         # Held by every operation: peek() runs on other threads than the loop's (module doc).
         self._lock = threading.Lock()
-
-    def _timestamp(self) -> float:
-        return self._clock().timestamp()
 
     tier = "l1"
 
@@ -355,13 +367,14 @@ class MemoryCache(Generic[T]):
         self, key: str, *, customer_id: str | None = None, now: datetime | None = None
     ) -> CacheEntry[T] | None:
         """``get`` without awaiting: safe from any thread (see the module docstring). ``now``:
-        the caller's clock reading, if it has one (else the clock is read)."""
-        if now is None:
-            now = self._clock()
+        the caller's clock reading, if it has one (else the clock is read, once an entry is
+        found: a miss needs no time)."""
         with self._lock:
             stored = self._entries.get(key)
             if stored is None:
                 return None
+            if now is None:
+                now = self._clock()
             if isinstance(stored, tuple):
                 entry, stored_generation, owner_generation = stored
                 if stored_generation != self._generation(customer_id) or now >= entry.stale_until:
@@ -395,20 +408,39 @@ class MemoryCache(Generic[T]):
         customer_id: str | None = None,
         generation: Generation | None = None,
     ) -> None:
+        self.store(key, entry, customer_id=customer_id, generation=generation)
+
+    def store(
+        self,
+        key: str,
+        entry: CacheEntry[T],
+        *,
+        customer_id: str | None = None,
+        generation: Generation | None = None,
+    ) -> None:
+        """``set`` without awaiting: it never waits for anything but its lock (any thread)."""
         with self._lock:
-            current = self._generation(customer_id)
+            generations = self._generations
+            floor = self._floor
+            current = floor  # _generation(customer_id), inlined: most scopes have no record
+            if generations and customer_id is not None:
+                record = generations.get(customer_id)
+                if record is not None:
+                    current = record[0]
             if generation is not None and generation != current:
                 return  # invalidated since the value was asked for: nobody may find it
-            now = self._timestamp()
             stale_until = entry.stale_until
-            lifetime = stale_until.timestamp() - now
-            if lifetime <= 0:
+            lifetime = stale_until - self._clock()
+            if lifetime <= _NO_TIME:
                 return
-            self._longest = max(self._longest, lifetime)
-            owner = entry.owner
-            owner_generation = self._floor if owner is None else self._generation(owner)
+            if lifetime > self._longest:
+                self._longest = lifetime
+            owner_generation = floor
+            if generations:
+                owner = entry.owner
+                if owner is not None:
+                    owner_generation = self._generation(owner)
             entries = self._entries
-            floor = self._floor
             # A bare entry's lookup tests ``stale_until`` only once past ``fresh_until``.
             if current == floor and owner_generation == floor and stale_until >= entry.fresh_until:
                 entries[key] = entry
@@ -424,7 +456,7 @@ class MemoryCache(Generic[T]):
 
     async def invalidate_customer(self, customer_id: str) -> None:
         with self._lock:
-            now = self._timestamp()
+            now = self._clock()
             self._generations[customer_id] = (next(self._counter), now)
             if len(self._generations) > self._max_entries:
                 self._forget_old_generations(now)
@@ -437,12 +469,12 @@ class MemoryCache(Generic[T]):
             self._entries.clear()
             self._generations.clear()
 
-    def _forget_old_generations(self, now: float) -> None:
-        horizon = now - self._longest
+    def _forget_old_generations(self, now: datetime) -> None:
+        longest = self._longest
         self._generations = {
             customer: record
             for customer, record in self._generations.items()
-            if record[1] >= horizon
+            if now - record[1] <= longest
         }
         if len(self._generations) > self._max_entries:
             # Every record still hides live entries: drop the entries instead, and move

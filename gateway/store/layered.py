@@ -35,9 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.store.bus import ALL
 from gateway.store.cache import CacheEntry, Generation, MemoryCache
@@ -47,12 +46,10 @@ from gateway.store.redis_guard import FAILURES, RedisGuard
 from gateway.store.singleflight import SingleFlight
 
 T = TypeVar("T")
-R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Chained:
+class _Chained(NamedTuple):
     """A follow-up's answer read along with a session's: for ``cache``'s lookup of
     ``<customer><suffix>``, with that cache's ``RedisCache.changes`` when the read started."""
 
@@ -112,12 +109,8 @@ class LayeredCache(Generic[T]):
         self._reads: SingleFlight[tuple[str, str | None], _Read[T]] = SingleFlight()
         self._generations: SingleFlight[str, Generation | None] = SingleFlight()
 
-    async def _shared(self, operation: str, call: Awaitable[R]) -> tuple[bool, R | None]:
-        """(succeeded, result) of an L2 call, bounded and with failures absorbed."""
-        return await self._guard.call(operation, call)
-
     async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
-        entry = await self._l1.get(key, customer_id=customer_id)
+        entry = self._l1.peek(key, customer_id=customer_id)  # get, without awaiting
         if entry is not None:
             return entry
         return await self._from_l2(key, customer_id)
@@ -133,7 +126,7 @@ class LayeredCache(Generic[T]):
     ) -> CacheEntry[T] | None:
         """``get``; on an L1 miss, Redis also reads ``then``'s entry for the customer this
         entry names, in the same round trip, and ``then`` keeps it for its lookup."""
-        entry = await self._l1.get(key, customer_id=customer_id)
+        entry = self._l1.peek(key, customer_id=customer_id)  # get, without awaiting
         if entry is not None:
             return entry
         if not isinstance(then, Companion) or not self._l2.chains_with(then._cache._l2):
@@ -146,20 +139,20 @@ class LayeredCache(Generic[T]):
         )
         if chained is not None:
             then._offer(chained)
-        return await self._answer(key, entry, changes, customer_id)
+        return self._answer(key, entry, changes, customer_id)
 
     async def _from_l2(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
         entry, changes, _ = await self._reads.run(
             (key, customer_id), lambda: self._l2_get(key, customer_id)
         )
-        return await self._answer(key, entry, changes, customer_id)
+        return self._answer(key, entry, changes, customer_id)
 
     async def _follow(
         self, key: str, customer_id: str, chained: _Chained | None
     ) -> CacheEntry[T] | None:
         """A :class:`Companion`'s lookup: ``get``, with L2's answer already at hand if the
         session's read brought it for this key."""
-        entry = await self._l1.get(key, customer_id=customer_id)
+        entry = self._l1.peek(key, customer_id=customer_id)  # get, without awaiting
         if entry is not None:
             return entry
         if (
@@ -168,18 +161,15 @@ class LayeredCache(Generic[T]):
             or key != customer_id + chained.suffix
         ):
             return await self._from_l2(key, customer_id)
-        return await self._answer(key, chained.prefetched.entry, chained.changes, customer_id)
+        return self._answer(key, chained.prefetched.entry, chained.changes, customer_id)
 
-    async def _answer(
+    def _answer(
         self, key: str, entry: CacheEntry[T] | None, changes: int, customer_id: str | None
     ) -> CacheEntry[T] | None:
         """An L2 read's answer to its lookup, copied into L1 (marked as L1's own) unless this
         process learnt of an invalidation since the read started (``changes``: then)."""
         if entry is not None and changes == self._l2.changes:
-            copy = CacheEntry(
-                entry.value, entry.fresh_until, entry.stale_until, self._l1.tier, entry.owner
-            )
-            await self._l1.set(key, copy, customer_id=customer_id)
+            self._l1.store(key, entry.in_tier(self._l1.tier), customer_id=customer_id)
         return entry
 
     def peek(
@@ -191,14 +181,14 @@ class LayeredCache(Generic[T]):
 
     async def _l2_get(self, key: str, customer_id: str | None) -> _Read[T]:
         changes = self._l2.changes
-        _, entry = await self._shared("get", self._l2.get(key, customer_id=customer_id))
+        _, entry = await self._guard.call("get", self._l2.get(key, customer_id=customer_id))
         return entry, changes, None
 
     async def _l2_chained(
         self, key: str, customer_id: str, cache: LayeredCache[Any], suffix: str
     ) -> _Read[T]:
         changes, then_changes = self._l2.changes, cache._l2.changes
-        _, found = await self._shared(
+        _, found = await self._guard.call(
             "get",
             self._l2.get_chained(key, customer_id=customer_id, then=cache._l2, suffix=suffix),
         )
@@ -209,7 +199,7 @@ class LayeredCache(Generic[T]):
         return entry, changes, chained
 
     async def _l2_generation(self, customer_id: str) -> Generation | None:
-        _, generation = await self._shared("generation", self._l2.generation(customer_id))
+        _, generation = await self._guard.call("generation", self._l2.generation(customer_id))
         return generation
 
     async def set(
@@ -227,7 +217,7 @@ class LayeredCache(Generic[T]):
         await self._l1.set(key, entry, customer_id=customer_id, generation=l1_generation)
         if customer_id is not None and generation is not None and l2_generation is None:
             return  # L2's generation was unknown when the value was asked for: do not guess
-        await self._shared(
+        await self._guard.call(
             "set",
             self._l2.set(key, entry, customer_id=customer_id, generation=l2_generation),
         )

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
 import redis.asyncio as redis
@@ -72,6 +73,12 @@ class Epoch:
         self._client = client
         self._value: int | None = None
         self.changes = 0  # every advance and invalidate_all: reads in flight are not kept
+
+    @property
+    def known(self) -> int | None:
+        """The epoch as this process knows it, without asking Redis; None when it must be read
+        (:meth:`current`)."""
+        return self._value
 
     async def current(self) -> int:
         if self._value is None:
@@ -148,6 +155,7 @@ class RedisCache(Generic[T]):
         self.epoch = epoch if epoch is not None else Epoch(client)
         self.generations = generations if generations is not None else Generations(client)
         self.generations.register(self._namespace)
+        self._records = record_key(self._namespace, "")  # + scope: a generation record's key
         self._batcher = batcher
         self._chain = chain
         self._max_lifetime_ms = None if max_lifetime is None else math.ceil(max_lifetime * 1000)
@@ -163,7 +171,7 @@ class RedisCache(Generic[T]):
         return self.epoch.changes + self.generations.changes
 
     def generation_key(self, scope: str) -> str:
-        return record_key(self._namespace, scope)
+        return self._records + scope
 
     def _key(self, key: str, epoch: int, generation: int | None) -> str:
         if generation is None:
@@ -195,16 +203,19 @@ class RedisCache(Generic[T]):
             return None  # its owner was invalidated after it was stored
         return entry
 
-    def _decoded(self, raw: object) -> tuple[CacheEntry[T], int] | None:
+    def _decoded(
+        self, raw: object, now: datetime | None = None
+    ) -> tuple[CacheEntry[T], int] | None:
         """The entry Redis answered and its owner's generation when stored; None for a miss:
-        nothing, unreadable, or past ``stale_until`` at this tier's clock."""
+        nothing, unreadable, or past ``stale_until`` at this tier's clock (``now``: a reading
+        of it the caller has just made; else it is read)."""
         if not isinstance(raw, bytes):  # None: a miss (a str only with decode_responses=True)
             return None
         try:
             entry, owner_generation = self._codec.decode_owned(raw, self.tier)
         except CodecError:
             return None
-        if self._clock() >= entry.stale_until:
+        if (self._clock() if now is None else now) >= entry.stale_until:
             return None
         return entry, owner_generation
 
@@ -223,18 +234,28 @@ class RedisCache(Generic[T]):
         chain = self._chain
         if chain is None or then._chain is not chain:
             return await self.get(key, customer_id=customer_id), None
+        epoch = self.epoch.known
+        if epoch is None:
+            epoch = await self.epoch.current()
+        then_epoch = then.epoch.known
+        if then_epoch is None:
+            then_epoch = await then.epoch.current()
         answer = await chain.read(
             ChainLookup(
-                self._key("", await self.epoch.current(), None),
-                self.generation_key(""),
+                f"{self._namespace}:{epoch}:",  # _key("", epoch, None)
+                self._records,
                 customer_id,
                 key,
-                then._key("", await then.epoch.current(), None),
-                then.generation_key(""),
+                f"{then._namespace}:{then_epoch}:",
+                then._records,
                 suffix,
             )
         )
-        found = self._decoded(answer.entry)
+        if answer.entry is None:
+            return None, None
+        # One reading of the clock for both entries, decoded one after the other.
+        now: datetime | None = self._clock()
+        found = self._decoded(answer.entry, now)
         if found is None:
             return None, None
         entry, owner_generation = found
@@ -244,6 +265,7 @@ class RedisCache(Generic[T]):
                 current = generation_of(answer.owner_record)
             else:  # the script read the entry otherwise: ask as get would (never seen)
                 current = await self._scope_generation(entry.owner)
+                now = None  # time has passed
             if current != owner_generation:
                 return None, None
         customer = entry.value
@@ -251,7 +273,7 @@ class RedisCache(Generic[T]):
             isinstance(customer, str) and answer.customer == customer.encode()
         ):
             return entry, None
-        then_found = then._decoded(answer.then_entry)
+        then_found = then._decoded(answer.then_entry, now if then._clock is self._clock else None)
         if then_found is None:
             return entry, Prefetched(customer, None)
         then_entry, _ = then_found

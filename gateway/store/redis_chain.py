@@ -38,8 +38,7 @@ lookup of the batch as the error of its own read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
@@ -87,13 +86,13 @@ return answers
 """
 
 
-@dataclass(frozen=True, slots=True)
-class ChainLookup:
+class ChainLookup(NamedTuple):
     """One chained lookup, as key prefixes (the key shapes are the caches', not this module's).
 
     The first entry is ``<prefix><key>@<generation of scope>``, the generation from the record
     ``<records><scope>``; the second ``<then_prefix><customer><suffix>@<generation>``, the
-    generation from ``<then_records><customer>``."""
+    generation from ``<then_records><customer>``. (A named tuple: the script's seven
+    arguments, in order.)"""
 
     prefix: str
     records: str
@@ -104,8 +103,7 @@ class ChainLookup:
     suffix: str
 
 
-@dataclass(frozen=True, slots=True)
-class ChainAnswer:
+class ChainAnswer(NamedTuple):
     """What Redis holds for one :class:`ChainLookup`, raw.
 
     ``owner`` and ``owner_record``: the owner the script read from the entry and that owner's
@@ -118,10 +116,6 @@ class ChainAnswer:
     owner_record: bytes | None = None
     customer: bytes | None = None
     then_entry: bytes | None = None
-
-
-def _bytes(value: Any) -> bytes | None:
-    return value if isinstance(value, bytes) else None
 
 
 class ChainReader:
@@ -143,20 +137,16 @@ class ChainReader:
     async def _read(self, lookups: list[ChainLookup]) -> list[ChainAnswer]:
         args: list[str] = []
         for lookup in lookups:
-            args += (
-                lookup.prefix,
-                lookup.records,
-                lookup.scope,
-                lookup.key,
-                lookup.then_prefix,
-                lookup.then_records,
-                lookup.suffix,
-            )
+            args += lookup  # its seven strings, in the script's order
         # The client passed explicitly: the one this reader was made with (tests wrap it).
         replies: list[Any] = await self._script(args=args, client=self._client)
         if len(replies) != len(lookups):
             raise redis.ResponseError(f"{len(replies)} answers to {len(lookups)} lookups")
-        return [ChainAnswer(*(_bytes(value) for value in reply)) for reply in replies]
+        # Anything but bytes (nil, an unexpected type) reads as nothing.
+        return [
+            ChainAnswer(*[value if isinstance(value, bytes) else None for value in reply])
+            for reply in replies
+        ]
 
 
 def chain_reader(client: redis.Redis) -> ChainReader | None:

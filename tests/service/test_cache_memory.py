@@ -111,6 +111,36 @@ def test_entries_compare_like_the_dataclass_they_were() -> None:
         assert (back, back.tier) == (entry, entry.tier)
 
 
+@pytest.mark.parametrize(
+    ("stale_until", "owner", "value"),
+    [
+        pytest.param(T0 + timedelta(seconds=300), sessions_scope("100001"), "100001", id="shared"),
+        pytest.param(T0 + timedelta(seconds=300), "anything", "100001", id="own-owner"),
+        pytest.param(
+            datetime(2025, 10, 26, 2, 30, fold=1, tzinfo=BERLIN), None, "x", id="not-a-distance"
+        ),
+    ],
+)
+@pytest.mark.parametrize("tier", ["l1", "l2"])
+def test_an_entry_in_another_tier_is_the_entry_built_again(
+    stale_until: datetime, owner: str | None, value: object, tier: str
+) -> None:
+    entry = CacheEntry(value, T0, stale_until, "l2" if tier == "l1" else "l1", owner)
+    moved = entry.in_tier(tier)
+    built = CacheEntry(value, T0, stale_until, tier, owner)
+    assert (moved, moved.tier, type(moved)) == (built, built.tier, type(built))
+    assert moved._shape == built._shape
+    assert moved.stale_until == stale_until
+    assert (moved.stale_until.tzinfo, moved.stale_until.fold) == (
+        stale_until.tzinfo,
+        stale_until.fold,
+    )
+    assert moved.owner == owner
+    assert entry.tier != tier  # the entry itself is unchanged
+    with pytest.raises(FrozenInstanceError):
+        moved.value = "y"  # type: ignore[misc]
+
+
 def test_shapes_are_shared_and_their_table_stays_small() -> None:
     first = CacheEntry("a", T0, T0 + timedelta(seconds=300))
     second = CacheEntry("b", T0 + timedelta(seconds=7), T0 + timedelta(seconds=307))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from gateway.access import (
     Verdict,
     build_access_service,
 )
+from gateway.access.build import build_redis_guard
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.platform import PlenigoClient
@@ -429,6 +431,49 @@ async def test_a_flushed_script_is_loaded_again(
     assert a.errors == b.errors == []
 
 
+async def test_a_batch_that_meets_noscript_loads_the_script_once_and_fails_nothing(
+    start_node: StartNode, redis_client: redis.Redis, redis_url: str
+) -> None:
+    """Redis lost its scripts (a Sentinel failover to a fresh replica, a restart, SCRIPT
+    FLUSH) while this process kept its reader: the batch of lookups that meets NOSCRIPT loads
+    the script once and runs again, every lookup answers what it answered before, and nothing
+    counts as a Redis failure."""
+    clock = ManualClock()
+    a, b = await start_node(), await start_node()
+    sessions = {f"session:{i:064x}": f"c{i}" for i in range(12)}
+    for session, customer in sessions.items():
+        owned = entry(clock, customer, owner=sessions_scope(customer))
+        await a.sessions.set(session, owned, customer_id=session)
+        granted = entry(clock, f"{customer}!")
+        await a.access.set(f"{customer}:premium", granted, customer_id=customer)
+    expected = [(customer, f"{customer}!", "l2", "l2") for customer in sessions.values()]
+    assert b.chain is not None
+
+    async def lookups() -> list[tuple[object, object, str, str]]:
+        await b.forget_l1()  # every lookup goes to Redis
+        found = await asyncio.gather(*(b.chained_lookup(key) for key in sessions))
+        return [(s.value, x.value, s.tier, x.tier) if s and x else (s, x, "", "") for s, x in found]
+
+    assert await lookups() == expected  # (the script loaded here if Redis did not know it)
+    sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
+    assert await redis_client.script_exists(sha) == [True]
+    await redis_client.script_flush()
+    assert await redis_client.script_exists(sha) == [False]
+    batches = b.chain.batches
+    async with round_trips(redis_url) as seen:
+        assert await lookups() == expected
+    assert seen == ["evalsha", "script", "evalsha"], seen.commands  # NOSCRIPT, loaded, again
+    assert [word.lower() for word in seen.commands[1][:2]] == ["script", "load"]
+    assert b.chain.batches == batches + 1  # all twelve lookups in that one batch
+    assert await redis_client.script_exists(sha) == [True]
+    async with round_trips(redis_url) as again:
+        assert await lookups() == expected
+    assert again == ["evalsha"]  # known again: no more loading
+    # Nothing failed: no Redis error counted, the Redis breaker closed and never skipping.
+    assert a.errors == b.errors == []
+    assert (b.guard.state, b.guard.is_open, b.guard.skipped) == ("ok", False, 0)
+
+
 def chained_caches(
     client: redis.Redis, clock: ManualClock, guard: RedisGuard
 ) -> tuple[LayeredCache[Any], LayeredCache[Any]]:
@@ -594,6 +639,7 @@ ROUTES = [{"path": "/premium/**", "access_rights": ["premium"]}]
 class Service:
     service: AccessService
     metrics: Metrics
+    guard: RedisGuard  # the process's Redis guard (its breaker), as build_access_service uses it
 
     def lookups(self) -> dict[tuple[str, str, str], float]:
         """The cache-lookup samples that are not zero: (cache, tier, result) -> count."""
@@ -606,6 +652,23 @@ class Service:
             for result in ("hit", "miss", "stale")
         }
         return {k: v for k, v in samples.items() if v}
+
+    def redis_failures(self) -> dict[str, float]:
+        """The Redis errors and breaker skips counted, every operation: name -> count."""
+        names = ("paywall_redis_errors_total", "paywall_redis_skipped_total")
+        return {
+            f"{sample.name}{sample.labels}": sample.value
+            for family in self.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name in names and sample.value
+        }
+
+    async def forget_l1(self) -> None:
+        """Empty the service's L1 caches only (as LRU eviction would)."""
+        sessions = cast(LayeredCache[Any], self.service._identity._cache)
+        access = cast(LayeredCache[Any], self.service._cache)
+        await sessions._l1.invalidate_all()
+        await access._l1.invalidate_all()
 
     def platform_calls(self) -> float:
         return sum(
@@ -645,11 +708,12 @@ async def start_service(
             )
             metrics = Metrics()
             client = PlenigoClient(http, settings.platform, clock=clock, observer=metrics.observer)
+            guard = build_redis_guard(settings, metrics)  # what build_access_service makes
             service = build_access_service(
-                settings, client, metrics, clock=clock, redis_client=redis_client
+                settings, client, metrics, clock=clock, redis_client=redis_client, redis_guard=guard
             )
             services.append(service)
-            return Service(service, metrics)
+            return Service(service, metrics, guard)
 
         try:
             yield start
@@ -731,3 +795,39 @@ async def test_a_record_that_is_no_integer_is_a_counted_failure_not_an_error(
         for operation in ("get", "set", "generation")
     )
     assert errors >= 1
+
+
+async def test_a_flushed_script_costs_a_request_nothing_and_counts_no_redis_failure(
+    start_service: StartService, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Requests answered by Redis alone, before and after Redis lost its scripts (a failover
+    to a fresh replica, a restart, SCRIPT FLUSH): the same verdicts from the same tier, the
+    script loaded again once, no Redis error or skip counted, the Redis breaker closed."""
+    sessions = [PLAIN, NO_RIGHTS, "demo-session-paused", "demo-session-blocked-item"]
+    first = await start_service(refresh_ahead=0)
+    expected = [(await first.check(session)).verdict for session in sessions]
+    assert Verdict.GRANTED in expected
+    assert Verdict.DENIED in expected
+    second = await start_service(refresh_ahead=0)
+
+    async def checks() -> list[tuple[Verdict, str | None]]:
+        await second.forget_l1()  # every request is an L2-only hit
+        outcomes = await asyncio.gather(*(second.check(session) for session in sessions))
+        return [(outcome.verdict, outcome.cache) for outcome in outcomes]
+
+    hits = [(verdict, "hit") for verdict in expected]
+    assert await checks() == hits
+    await redis_client.script_flush()
+    async with round_trips(redis_url) as seen:
+        assert await checks() == hits
+    assert seen == ["evalsha", "script", "evalsha"], seen.commands  # NOSCRIPT, loaded, again
+    assert [word.lower() for word in seen.commands[1][:2]] == ["script", "load"]
+    async with round_trips(redis_url) as again:
+        assert await checks() == hits
+    assert again == ["evalsha"]
+    # Every lookup of the three rounds answered by Redis, none failed or was skipped.
+    count = 3 * len(sessions)
+    assert second.lookups() == {("session", "l2", "hit"): count, ("access", "l2", "hit"): count}
+    assert second.redis_failures() == {}
+    assert second.platform_calls() == 0
+    assert (second.guard.state, second.guard.is_open, second.guard.skipped) == ("ok", False, 0)
