@@ -215,12 +215,17 @@ def _pack_payload(payload: AccessPayload) -> bytes | AccessPayload:
         return payload  # naive datetimes, out-of-range numbers, not a str: kept as it is
 
 
-def _read_raw(packed: bytes) -> RawPayload:
-    """The plain values that :func:`_pack_raw` packed."""
+_Walked = tuple[str, int, int, list[tuple[str, int, tuple[int, ...], tuple[int, ...]]]]
+
+
+def _walk(packed: bytes) -> _Walked:
+    """What :func:`_pack_raw` packed, as it lies: the customer id, the flags, fetched_at, and
+    per item its id, its flags, the positions (in :data:`_BOUNDS`) of the bounds it has and
+    their numbers."""
     flags, fetched_at, length, count = _HEAD.unpack_from(packed)
     offset = _HEAD.size + length
     customer_id = packed[_HEAD.size : offset].decode()
-    items: list[RawItem] = []
+    items = []
     for _ in range(count):
         item_flags, present, length = _ITEM.unpack_from(packed, offset)
         offset += _ITEM.size
@@ -228,10 +233,19 @@ def _read_raw(packed: bytes) -> RawPayload:
         offset += length
         slots = _PRESENT[present]
         run = _BOUND_RUNS[len(slots)]
-        bounds: list[int | None] = [None, None, None, None, None, None, None]
-        for slot, value in zip(slots, run.unpack_from(packed, offset), strict=True):
-            bounds[slot] = value
+        items.append((access_right_id, item_flags, slots, run.unpack_from(packed, offset)))
         offset += run.size
+    return customer_id, flags, fetched_at, items
+
+
+def _read_raw(packed: bytes) -> RawPayload:
+    """The plain values that :func:`_pack_raw` packed."""
+    customer_id, flags, fetched_at, walked = _walk(packed)
+    items: list[RawItem] = []
+    for access_right_id, item_flags, slots, numbers in walked:
+        bounds: list[int | None] = [None, None, None, None, None, None, None]
+        for slot, number in zip(slots, numbers, strict=True):
+            bounds[slot] = number
         items.append((access_right_id, item_flags & 1 == 1, item_flags & 2 == 2, bounds))
     return customer_id, flags & 1 == 1, flags & 2 == 2, fetched_at, items
 
@@ -245,23 +259,14 @@ def _time_of_day(value: int) -> time:
 
 def _unpack_payload(packed: bytes) -> AccessPayload:
     """The :class:`AccessPayload` that :func:`_pack_payload` packed."""
-    flags, fetched_at, length, count = _HEAD.unpack_from(packed)
-    offset = _HEAD.size + length
-    customer_id = packed[_HEAD.size : offset].decode()
+    customer_id, flags, fetched_at, walked = _walk(packed)
     epoch, microsecond = _EPOCH, _MICROSECOND
     items = []
-    for _ in range(count):
-        item_flags, present, length = _ITEM.unpack_from(packed, offset)
-        offset += _ITEM.size
-        access_right_id = packed[offset : offset + length].decode()
-        offset += length
-        slots = _PRESENT[present]
-        run = _BOUND_RUNS[len(slots)]
+    for access_right_id, item_flags, slots, numbers in walked:
         bounds: list[datetime | time | None] = [None, None, None, None, None, None, None]
-        for slot, number in zip(slots, run.unpack_from(packed, offset), strict=True):
+        for slot, number in zip(slots, numbers, strict=True):
             # Slots 2 and 3 are the window times (_BOUNDS), the others instants.
             bounds[slot] = _time_of_day(number) if 2 <= slot <= 3 else epoch + number * microsecond
-        offset += run.size
         # ``bounds`` is in AccessItem's field order (_BOUNDS), each of its field's type.
         items.append(
             AccessItem(access_right_id, item_flags & 1 == 1, item_flags & 2 == 2, *bounds)  # type: ignore[arg-type]

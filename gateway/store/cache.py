@@ -420,13 +420,10 @@ class MemoryCache(Generic[T]):
     ) -> None:
         """``set`` without awaiting: it never waits for anything but its lock (any thread)."""
         with self._lock:
+            # Without any generation record (the usual case) every scope is at the floor.
             generations = self._generations
             floor = self._floor
-            current = floor  # _generation(customer_id), inlined: most scopes have no record
-            if generations and customer_id is not None:
-                record = generations.get(customer_id)
-                if record is not None:
-                    current = record[0]
+            current = self._generation(customer_id) if generations else floor
             if generation is not None and generation != current:
                 return  # invalidated since the value was asked for: nobody may find it
             stale_until = entry.stale_until
@@ -435,11 +432,7 @@ class MemoryCache(Generic[T]):
                 return
             if lifetime > self._longest:
                 self._longest = lifetime
-            owner_generation = floor
-            if generations:
-                owner = entry.owner
-                if owner is not None:
-                    owner_generation = self._generation(owner)
+            owner_generation = self._generation(entry.owner) if generations else floor
             entries = self._entries
             # A bare entry's lookup tests ``stale_until`` only once past ``fresh_until``.
             if current == floor and owner_generation == floor and stale_until >= entry.fresh_until:

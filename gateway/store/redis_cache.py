@@ -242,11 +242,11 @@ class RedisCache(Generic[T]):
             then_epoch = await then.epoch.current()
         answer = await chain.read(
             ChainLookup(
-                f"{self._namespace}:{epoch}:",  # _key("", epoch, None)
+                self._key("", epoch, None),
                 self._records,
                 customer_id,
                 key,
-                f"{then._namespace}:{then_epoch}:",
+                then._key("", then_epoch, None),
                 then._records,
                 suffix,
             )
