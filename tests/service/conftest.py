@@ -1,8 +1,9 @@
-"""Shared pieces of the service tests: a hand-moved clock and the cache tiers under contract."""
+"""Shared pieces of the service tests: a hand-moved clock, the cache tiers under contract, and
+the platform calls a service made."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
+from gateway.metrics import Metrics
 from gateway.store.cache import MemoryCache, PayloadCache
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import LayeredCache
@@ -18,6 +20,24 @@ from gateway.store.redis_guard import RedisGuard
 
 # Wednesday 2025-06-11, 12:00 in Berlin (as in tests/platform): inside the 06-18 window.
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC)
+
+PLATFORM_ENDPOINTS = ("validate_session", "transfer_token", "has_access")
+ANSWERED = ("200", "401", "404", "500")
+
+
+def platform_calls(
+    metrics: Metrics,
+    endpoints: Iterable[str] = PLATFORM_ENDPOINTS,
+    statuses: Iterable[str] = ANSWERED,
+) -> float:
+    """HTTP attempts the gateway made to the platform's ``endpoints`` that were answered with
+    one of ``statuses``."""
+    statuses = tuple(statuses)
+    return sum(
+        metrics.value("paywall_platform_requests_total", {"endpoint": endpoint, "status": status})
+        for endpoint in endpoints
+        for status in statuses
+    )
 
 
 @dataclass

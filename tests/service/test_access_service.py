@@ -32,7 +32,7 @@ from gateway.sandbox.app import STATE, SandboxOptions, create_app
 from gateway.sandbox.data import load_data
 from gateway.sandbox.model import Session
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import T0, ManualClock
+from tests.service.conftest import T0, ManualClock, platform_calls
 
 API_TOKEN = "sandbox-api-token"
 SEED = load_data(REPO_ROOT / "gateway" / "resources" / "sandbox-data.json", T0)
@@ -55,12 +55,7 @@ class Setup:
 
     def calls(self, endpoint: str) -> float:
         """HTTP attempts the gateway made to one platform endpoint."""
-        return sum(
-            self.metrics.value(
-                "paywall_platform_requests_total", {"endpoint": endpoint, "status": status}
-            )
-            for status in ("200", "401", "404", "412", "500")
-        )
+        return platform_calls(self.metrics, [endpoint], ("200", "401", "404", "412", "500"))
 
     def platform_down(self, down: bool = True) -> None:
         self.app[STATE].options.error_rate = 1.0 if down else 0.0

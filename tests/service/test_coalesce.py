@@ -27,7 +27,7 @@ from gateway.sandbox.app import SandboxOptions, create_app
 from gateway.store.coalesce import Found, RedisCoalescer
 from gateway.store.redis_guard import RedisGuard
 from tests.conftest import free_port
-from tests.service.conftest import ManualClock
+from tests.service.conftest import ManualClock, platform_calls
 from tests.service.test_access_service import API_TOKEN, ROUTES, SEED
 
 ENDPOINTS = ("validate_session", "has_access")
@@ -44,10 +44,7 @@ def guard(errors: list[str]) -> RedisGuard:
 
 
 def calls(metrics: Metrics, endpoint: str) -> float:
-    return sum(
-        metrics.value("paywall_platform_requests_total", {"endpoint": endpoint, "status": s})
-        for s in ("200", "401", "404", "500")
-    )
+    return platform_calls(metrics, [endpoint])
 
 
 async def test_a_cold_spike_over_two_processes_makes_one_call_each(

@@ -34,7 +34,7 @@ from gateway.sandbox.app import create_app as create_sandbox
 from gateway.sandbox.data import load_data
 from gateway.store.cache import CacheEntry, MemoryCache
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import T0, ManualClock
+from tests.service.conftest import T0, ManualClock, platform_calls
 
 API_TOKEN = "sandbox-api-token"
 SEED = load_data(REPO_ROOT / "gateway" / "resources" / "sandbox-data.json", T0)
@@ -54,13 +54,7 @@ class Setup:
     clock: ManualClock
 
     def calls(self) -> float:
-        return sum(
-            self.metrics.value(
-                "paywall_platform_requests_total", {"endpoint": endpoint, "status": status}
-            )
-            for endpoint in ("validate_session", "transfer_token", "has_access")
-            for status in ("200", "401", "404", "500")
-        )
+        return platform_calls(self.metrics)
 
     def lookups(self) -> dict[tuple[str, str, str], float]:
         """Every cache-lookup sample: (cache, tier, result) -> count."""

@@ -40,7 +40,7 @@ from gateway.store.redis_chain import SCRIPT, ChainReader, chain_reader
 from gateway.store.redis_connect import connect_redis
 from gateway.store.redis_guard import RedisGuard
 from tests.conftest import REPO_ROOT, free_port
-from tests.service.conftest import T0, ManualClock, PlainValues
+from tests.service.conftest import T0, ManualClock, PlainValues, platform_calls
 from tests.service.processes import eventually
 from tests.service.test_redis_connect import cluster_url  # noqa: F401 (a fixture)
 from tests.service.test_redis_generations import (
@@ -671,13 +671,7 @@ class Service:
         await access._l1.invalidate_all()
 
     def platform_calls(self) -> float:
-        return sum(
-            self.metrics.value(
-                "paywall_platform_requests_total", {"endpoint": endpoint, "status": status}
-            )
-            for endpoint in ("validate_session", "transfer_token", "has_access")
-            for status in ("200", "401", "404", "500")
-        )
+        return platform_calls(self.metrics)
 
     async def check(self, session: str) -> AccessOutcome:
         request = AccessRequest("GET", "/premium/a", Credentials(session_token=session))

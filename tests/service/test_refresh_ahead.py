@@ -30,7 +30,7 @@ from gateway.platform import PlenigoClient
 from gateway.sandbox.app import STATE, SandboxOptions
 from gateway.sandbox.app import create_app as create_sandbox
 from gateway.web.app import create_app as create_gateway
-from tests.service.conftest import T0, ManualClock
+from tests.service.conftest import T0, ManualClock, platform_calls
 from tests.service.test_access_service import API_TOKEN, ROUTES, SEED
 
 LATENCY = 0.3  # seconds the simulator takes for every answer
@@ -71,12 +71,7 @@ class Gateway:
 
     def calls(self, endpoint: str) -> float:
         """HTTP attempts the gateway made to one platform endpoint."""
-        return sum(
-            self.metrics.value(
-                "paywall_platform_requests_total", {"endpoint": endpoint, "status": status}
-            )
-            for status in ("200", "401", "404", "500")
-        )
+        return platform_calls(self.metrics, [endpoint])
 
     def refreshes(self, cache: str, result: str) -> float:
         return self.metrics.value("paywall_refreshes_total", {"cache": cache, "result": result})
