@@ -433,6 +433,23 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: ``[0]`` is field 3 of stat(5),
+    the state. OSError when there is no such process (or no /proc)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far, all its threads, its children
+    not included (Linux /proc; 0 elsewhere or once it is gone)."""
+    try:
+        fields = proc_stat(pid)
+    except OSError:
+        return 0.0
+    # utime and stime: fields 14 and 15 of stat(5)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rotating_script(path: Path, tokens: list[str]) -> Path:
     """A wrk Lua script that sends request n with session token ``tokens[n % len]`` in
     X-plenigo-customer-session (other headers as given with -H). One wrk thread (-t1) walks the
@@ -510,14 +527,13 @@ class Gateway:
             return {}
         return found if isinstance(found, dict) else {}
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far (Linux /proc; 0 elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        # utime and stime: fields 14 and 15 of stat(5), counted after the ")" of the name
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the process has used so far (see :func:`cpu_seconds`)."""
+        return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         stop(self.process)

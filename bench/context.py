@@ -106,7 +106,7 @@ class Bench:
     def content(self) -> int:
         """The content server (bench/bare_app.py: 200 "ok" for every path), shared."""
         if self._content is None:
-            self._content = self.shared.bare_app(log=self.path("content.log"))
+            self._content = self.shared.bare_app(log=self.path("content.log")).port
         return self._content
 
     @property

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from common import ROOT, Gateway, free_port, port_open, start, stop, wait_http
+from common import ROOT, Gateway, free_port, port_open, proc_stat, start, stop, wait_http
 
 NGINX_DIR = ROOT / "deploy" / "nginx"
 PLAIN_CONFIG = "paywall-auth.conf"
@@ -50,6 +50,14 @@ class Process:
         stop(self.popen)
 
 
+class Server(Process):
+    """A child process serving HTTP on 127.0.0.1:``port``."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], port: int) -> None:
+        super().__init__(popen)
+        self.port = port
+
+
 class Children:
     """Every server of a run; :meth:`stop_all` stops them, newest first."""
 
@@ -71,25 +79,23 @@ class Children:
             with contextlib.suppress(Exception):
                 child.stop()
 
-    def python(self, script: str, *args: object, log: Path | None = None) -> Process:
-        """``python bench/<script> args...`` in the repository root."""
-        process = Process(start([sys.executable, f"bench/{script}", *map(str, args)], log=log))
-        self.add(process)
-        return process
+    def python(self, script: str, *args: object, log: Path | None = None) -> Server:
+        """``python bench/<script> PORT args...`` in the repository root, on a free port, once
+        it answers HTTP."""
+        port = free_port()
+        popen = start([sys.executable, f"bench/{script}", str(port), *map(str, args)], log=log)
+        server = Server(popen, port)
+        self.add(server)
+        wait_http(f"http://127.0.0.1:{port}/")
+        return server
 
-    def bare_app(self, log: Path | None = None, *, empty: bool = False) -> int:
+    def bare_app(self, log: Path | None = None, *, empty: bool = False) -> Server:
         """bench/bare_app.py on a free port (answers 200 "ok" to anything, or with ``empty``
-        200 without a body); its port."""
-        port = free_port()
-        self.python("bare_app.py", port, *(["--empty"] if empty else []), log=log)
-        wait_http(f"http://127.0.0.1:{port}/")
-        return port
+        200 without a body)."""
+        return self.python("bare_app.py", *(["--empty"] if empty else []), log=log)
 
-    def bare_proxy(self, upstream: int, log: Path | None = None) -> int:
-        port = free_port()
-        self.python("bare_proxy.py", port, upstream, log=log)
-        wait_http(f"http://127.0.0.1:{port}/")
-        return port
+    def bare_proxy(self, upstream: int, log: Path | None = None) -> Server:
+        return self.python("bare_proxy.py", upstream, log=log)
 
     def gateway(self, config: Path, log: Path | None = None) -> Gateway:
         gateway = Gateway(config, log=log)
@@ -229,6 +235,29 @@ class Nginx:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def workers(self) -> list[int]:
+        """The pids of nginx's worker processes (not the master, not a cache manager or
+        loader); waits up to 10 s for the master to start them."""
+        deadline = time.monotonic() + 10
+        while True:
+            found = []
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    if int(proc_stat(int(entry.name))[1]) != self.process.pid:
+                        continue
+                    if b"worker process" in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:  # gone meanwhile
+                    continue
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if not found:
+            raise RuntimeError(f"nginx (pid {self.process.pid}) has no worker process")
+        return found
 
     def errors(self) -> str:
         text = ""

@@ -8,6 +8,13 @@ scenario claims, no platform call (or, behind nginx's cache, almost no request r
 gateway at all). Anything else raises :class:`~report.InvalidRun`: no figure from a
 misconfigured run.
 
+Each run also records the CPU time (user + system, /proc) its serving processes used during
+the wrk run per request wrk counted, ``cpu_us_per_request``: the gateway or the reference
+server (plus nginx's workers behind nginx; never the content server). A ratio row shows the
+medians and their quotient, the CPU ratio (reference / gateway: higher is better, like the
+throughput ratio). It is steadier than the throughput ratio on a noisy machine, but the
+verdict stays the throughput ratio.
+
 1. ``auth``: /_paywall/auth, L1 hit, access log on (the default) and off, next to
    bench/bare_app.py.
 2. ``proxy``: proxy mode, L1 hit, next to bench/bare_proxy.py, both in front of the content
@@ -36,6 +43,7 @@ from common import (
     SESSION_HEADER,
     Gateway,
     Samples,
+    cpu_seconds,
     drive_auth,
     redis_client_commands,
     redis_command,
@@ -62,6 +70,7 @@ class Target:
     headers: list[str] = field(default_factory=list)
     script: Path | None = None
     probe: Probe | None = None
+    pids: list[int] = field(default_factory=list)  # the serving processes, for their CPU time
 
 
 class GatewayProbe:
@@ -146,7 +155,9 @@ class GatewayProbe:
 
 def interleave(bench: Bench, name: str, targets: list[Target]) -> dict[str, list[dict[str, Any]]]:
     """Every target once per round, ``rounds`` rounds, after a 1 s warm-up of each (fills the
-    caches, opens the connections). Returns each target's runs; raw numbers go to results."""
+    caches, opens the connections). Returns each target's runs; raw numbers go to results.
+    The CPU time of a target's ``pids`` is read right around wrk (after the probe's reading
+    before the run, before its reading after)."""
     options = bench.options
     for target in targets:
         warm = run_wrk(target.url, target.headers, 1, options.connections, target.script)
@@ -157,15 +168,19 @@ def interleave(bench: Bench, name: str, targets: list[Target]) -> dict[str, list
         for target in targets:
             if target.probe is not None:
                 target.probe.before()
+            cpu = sum(cpu_seconds(pid) for pid in target.pids)
             result = run_wrk(
                 target.url, target.headers, options.duration, options.connections, target.script
             )
+            cpu = sum(cpu_seconds(pid) for pid in target.pids) - cpu
             if not result.clean:
                 raise InvalidRun(
                     f"invalid run: {target.label}: {result.non_2xx_3xx} non-2xx/3xx answers, "
                     f"socket errors: {result.socket_errors or 'none'}"
                 )
             facts = target.probe.after(result.requests) if target.probe is not None else {}
+            if target.pids:
+                facts["cpu_us_per_request"] = round(cpu / result.requests * 1e6, 2)
             runs[target.label].append({"round": round_ + 1, **result.summary(), **facts})
             bench.log(f"  {name} round {round_ + 1}: {target.label}: {result.rate:,.0f} req/s")
     bench.results.raw[name] = runs
@@ -186,6 +201,16 @@ def rate_text(runs: list[dict[str, Any]]) -> str:
     return f"{number(median)} req/s [{number(low)}-{number(high)}], p99 {p99:.1f} ms"
 
 
+def cpu_text(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> str:
+    """The medians of CPU µs per request of a target and its reference, and their quotient
+    reference / target (the CPU ratio)."""
+    mine = spread([run["cpu_us_per_request"] for run in runs])[0]
+    theirs = spread([run["cpu_us_per_request"] for run in reference])[0]
+    return (
+        f"CPU per request {mine:.1f} µs, reference {theirs:.1f} µs: CPU ratio {theirs / mine:.2f}"
+    )
+
+
 def ratio_row(
     scenario: str,
     label: str,
@@ -197,9 +222,12 @@ def ratio_row(
 ) -> Row:
     values = ratios(runs, reference)
     median, low, high = spread(values)
+    figure = f"{label}: {rate_text(runs)}"
+    if all(run.get("cpu_us_per_request") for run in runs + reference):  # 0: no /proc
+        figure += f"; {cpu_text(runs, reference)}"
     return Row(
         scenario=scenario,
-        figure=f"{label}: {rate_text(runs)}",
+        figure=figure,
         reference=f"{reference_label}: {rate_text(reference)}",
         ratio=ratio_text(values),
         target=f"≥ {target:.2f} x" if target is not None else "— (informational)",
@@ -236,12 +264,20 @@ def auth_endpoint(bench: Bench) -> None:
             bench,
             "auth",
             [
-                Target("bare", f"http://127.0.0.1:{bare}/"),
+                Target("bare", f"http://127.0.0.1:{bare.port}/", pids=[bare.pid]),
                 Target(
-                    "log on", logged.auth_url, headers, probe=GatewayProbe(logged, connections=c)
+                    "log on",
+                    logged.auth_url,
+                    headers,
+                    probe=GatewayProbe(logged, connections=c),
+                    pids=[logged.pid],
                 ),
                 Target(
-                    "log off", quiet.auth_url, headers, probe=GatewayProbe(quiet, connections=c)
+                    "log off",
+                    quiet.auth_url,
+                    headers,
+                    probe=GatewayProbe(quiet, connections=c),
+                    pids=[quiet.pid],
                 ),
             ],
         )
@@ -288,12 +324,18 @@ def proxy_mode(bench: Bench) -> None:
             bench,
             "proxy",
             [
-                Target("bare proxy", f"http://127.0.0.1:{bare}{PREMIUM_URI}", session),
+                Target(
+                    "bare proxy",
+                    f"http://127.0.0.1:{bare.port}{PREMIUM_URI}",
+                    session,
+                    pids=[bare.pid],
+                ),
                 Target(
                     "gateway",
                     f"http://127.0.0.1:{gateway.port}{PREMIUM_URI}",
                     session,
                     probe=GatewayProbe(gateway, connections=options.connections),
+                    pids=[gateway.pid],
                 ),
             ],
         )
@@ -352,7 +394,12 @@ def l2_only(bench: Bench) -> None:
             bench,
             "l2",
             [
-                Target("bare, same Lua script", f"http://127.0.0.1:{bare}/", script=rotate),
+                Target(
+                    "bare, same Lua script",
+                    f"http://127.0.0.1:{bare.port}/",
+                    script=rotate,
+                    pids=[bare.pid],
+                ),
                 Target(
                     "gateway",
                     gateway.auth_url,
@@ -361,6 +408,7 @@ def l2_only(bench: Bench) -> None:
                     GatewayProbe(
                         gateway, tier="l2", connections=options.connections, redis_port=redis_port
                     ),
+                    pids=[gateway.pid],
                 ),
             ],
         )
@@ -448,18 +496,26 @@ def nginx_plain(bench: Bench) -> None:
         with_gateway = nginx_in(
             children, bench.nginx, bench.path(f"nginx-plain-{gateway.port}"), site(gateway.port)
         )
-        with_stub = nginx_in(children, bench.nginx, bench.path(f"nginx-plain-{stub}"), site(stub))
+        with_stub = nginx_in(
+            children, bench.nginx, bench.path(f"nginx-plain-{stub.port}"), site(stub.port)
+        )
         session = [f"{SESSION_HEADER}: {customers[0][1]}"]
         runs = interleave(
             bench,
             "nginx",
             [
-                Target("nginx + stub", with_stub.url + PREMIUM_URI, session),
+                Target(
+                    "nginx + stub",
+                    with_stub.url + PREMIUM_URI,
+                    session,
+                    pids=[*with_stub.workers(), stub.pid],
+                ),
                 Target(
                     "nginx + gateway",
                     with_gateway.url + PREMIUM_URI,
                     session,
                     probe=GatewayProbe(gateway, connections=options.connections),
+                    pids=[*with_gateway.workers(), gateway.pid],
                 ),
             ],
         )
@@ -519,7 +575,7 @@ def nginx_cached(bench: Bench) -> None:
             bench,
             "nginx-cached",
             [
-                Target("nginx direct", direct.url + PREMIUM_URI, session),
+                Target("nginx direct", direct.url + PREMIUM_URI, session, pids=direct.workers()),
                 Target(
                     "nginx cached + gateway",
                     cached.url + PREMIUM_URI,
@@ -527,8 +583,9 @@ def nginx_cached(bench: Bench) -> None:
                     probe=GatewayProbe(
                         gateway, connections=options.connections, behind_nginx_cache=True
                     ),
+                    pids=[*cached.workers(), gateway.pid],
                 ),
-                Target("nginx 204", empty.url + PREMIUM_URI, session),
+                Target("nginx 204", empty.url + PREMIUM_URI, session, pids=empty.workers()),
             ],
         )
     bench.results.add(

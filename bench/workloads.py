@@ -65,7 +65,7 @@ def added_latency(bench: Bench) -> None:
     platform = bench.simulator(0.0, options.l2_customers)
     customer_id, token = bench.seed(options.l2_customers)[1][0]
     with bench.scope() as children:
-        bare = children.bare_app(log=bench.path("bare-latency.log"))
+        bare = children.bare_app(log=bench.path("bare-latency.log")).port
         gateway = children.gateway(
             bench.config("latency", platform=platform), log=bench.path("latency.log")
         )
