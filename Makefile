@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-servers lint typecheck demo sandbox bench bench-tools clean
+.PHONY: test test-compiled compiled test-servers lint typecheck demo sandbox bench bench-pure \
+	bench-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +30,26 @@ test-servers:
 
 # The whole suite; the decision core (gateway/core) must keep 100 % branch coverage.
 # test-servers first (it may install python3-venv, which creating .venv needs), then the rest.
+# Then the same suite again against the compiled build (test-compiled).
 test: test-servers
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest --cov=gateway --cov-branch --cov-report=term:skip-covered -q
 	$(BIN)/coverage report --include='gateway/core/*' --fail-under=100 --show-missing
+	$(MAKE) --no-print-directory test-compiled
+
+# The compiled build (gateway/compiled.py): a copy of the tree in build/compiled whose
+# request-path modules mypyc compiled to C extensions. It runs from there with
+# PYTHONPATH=build/compiled (tests/conftest.py checks which build a run imports).
+COMPILED := build/compiled
+
+compiled: $(STAMP)
+	scripts/build-compiled $(COMPILED) $(CURDIR)/$(BIN)/python
+
+# The whole suite against the compiled build, from its copy of the tree (no coverage: compiled
+# code is not traced).
+test-compiled: compiled
+	cd $(COMPILED) && GATEWAY_EXPECT_COMPILED=1 PYTHONPATH=$(CURDIR)/$(COMPILED) \
+		$(CURDIR)/$(BIN)/pytest -q -p no:cacheprovider
 
 # The demo: simulator (8090), demo content site (8000) and gateway (8080, admin 8081) on
 # 127.0.0.1; prints the URLs to open. Ctrl-C stops all three.
@@ -57,9 +74,18 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,speed,bench]'
 	touch $(BENCH_STAMP)
 
+# make bench measures the compiled build (from its copy of the tree, results written here);
+# make bench-pure the pure-Python one, from the source tree.
 bench: bench-tools
+	$(MAKE) --no-print-directory $(BENCH_STAMP) compiled
+	cd $(COMPILED) && PYTHONPATH=$(CURDIR)/$(COMPILED) \
+		BENCH_COMMAND="make bench$(if $(BENCH), BENCH='$(BENCH)')" \
+		$(CURDIR)/$(BIN)/python bench/run.py --results $(CURDIR)/bench/results $(BENCH)
+
+bench-pure: bench-tools
 	$(MAKE) --no-print-directory $(BENCH_STAMP)
-	BENCH_COMMAND="make bench$(if $(BENCH), BENCH='$(BENCH)')" $(BIN)/python bench/run.py $(BENCH)
+	BENCH_COMMAND="make bench-pure$(if $(BENCH), BENCH='$(BENCH)')" \
+		$(BIN)/python bench/run.py $(BENCH)
 
 clean:
-	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(COMPILED) .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway import access_log
+from gateway.compiled import compiled_modules
 from gateway.config import Settings
 from gateway.logs import configure_logging
 from gateway.web.admin import create_admin_app
@@ -105,6 +106,9 @@ async def _serve(settings: Settings) -> int:
                     "port": main_site.port,
                     "admin_host": server.admin_host,
                     "admin_port": admin_site.port,
+                    # How many request-path modules run compiled (gateway.compiled): 0 for a
+                    # pure-Python install.
+                    "compiled": len(compiled_modules()),
                 }
             },
         )

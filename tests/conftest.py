@@ -20,6 +20,7 @@ import pytest
 
 from gateway import access_log
 from gateway.access_log import AccessLog
+from gateway.compiled import MODULES, compiled_modules
 from gateway.logs import Redactor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # starting beside the test) an honest step was seen to take 0.28 s of wall time, so this stays
 # above that; tests/web/test_event_loop.py holds the gateway's handlers to a much tighter bound.
 BLOCKING_THRESHOLD = 0.5
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Which build the run tests: ``make test-compiled`` sets GATEWAY_EXPECT_COMPILED=1 and
+    must import every module of gateway/compiled.py compiled; any other run none (a compiled
+    module left beside the source would silently stand in for the code being tested)."""
+    found = compiled_modules()
+    if os.environ.get("GATEWAY_EXPECT_COMPILED") == "1":
+        missing = sorted(set(MODULES) - set(found))
+        if missing:
+            raise pytest.UsageError(f"the compiled build is expected; not compiled: {missing}")
+    elif found:
+        raise pytest.UsageError(f"compiled modules imported in a pure-Python run: {found}")
 
 
 def _guarded_loop() -> asyncio.AbstractEventLoop:

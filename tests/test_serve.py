@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.cli import build_parser, main, serve_settings
+from gateway.compiled import compiled_modules
 from tests.conftest import free_port
 
 GATEWAY_BIN = Path(sys.executable).parent / "paywall-gateway"
@@ -225,6 +226,8 @@ async def start_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Sta
         listening = await process.wait_for("listening")
         assert listening["port"] == port, "the --port override was not applied"
         assert listening["admin_port"] not in (0, 8081), "admin_port 0 must report the bound port"
+        # The process runs the build this test run does (compiled or not: tests/conftest.py).
+        assert listening["compiled"] == len(compiled_modules())
         return Running(process, port, listening["admin_port"])
 
     try:

@@ -43,11 +43,14 @@ class CachedAccess(Decision):
     _last: datetime | tuple[Decision, datetime]
     _payload: bytes | AccessPayload
 
-    def __init__(self, payload: AccessPayload, decision: Decision, decided_at: datetime) -> None:
+    def __init__(
+        self, payload: AccessPayload | bytes, decision: Decision, decided_at: datetime
+    ) -> None:
+        """``payload`` as bytes: already packed (only :meth:`from_raw_payload` does that)."""
         setter = object.__setattr__  # a Decision is frozen
         for name in _DECISION_FIELDS:
             setter(self, name, getattr(decision, name))
-        setter(self, "_payload", _pack_payload(payload))
+        setter(self, "_payload", payload if isinstance(payload, bytes) else _pack_payload(payload))
         setter(self, "_last", decided_at)
 
     @classmethod
@@ -61,13 +64,8 @@ class CachedAccess(Decision):
             packed = _pack_raw(raw)
         except (TypeError, ValueError, OverflowError, AttributeError, struct.error):
             return None
-        self = object.__new__(cls)
-        setter = object.__setattr__  # a Decision is frozen
-        for name in _DECISION_FIELDS:
-            setter(self, name, getattr(decision, name))
-        setter(self, "_payload", packed)
-        setter(self, "_last", decided_at)
-        return self
+        # Through __init__, not object.__new__: a compiled class refuses the latter.
+        return cls(packed, decision, decided_at)
 
     @property
     def payload(self) -> AccessPayload:
@@ -110,16 +108,26 @@ class CachedAccess(Decision):
     def __hash__(self) -> int:
         return id(self)
 
-    def _plain_decision(self) -> Decision:
-        """The last decision as a plain :class:`Decision` (not this object)."""
+    def _decision_fields(self) -> tuple[object, ...]:
+        """The last decision's fields, in :class:`Decision`'s order."""
         decision = self.decision
-        return Decision(*(getattr(decision, name) for name in _DECISION_FIELDS))
+        return tuple(getattr(decision, name) for name in _DECISION_FIELDS)
 
     def __repr__(self) -> str:
-        return f"CachedAccess({self.payload!r}, {self._plain_decision()!r}, {self.decided_at!r})"
+        decision = Decision(*self._decision_fields())  # type: ignore[arg-type]
+        return f"CachedAccess({self.payload!r}, {decision!r}, {self.decided_at!r})"
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (CachedAccess, (self.payload, self._plain_decision(), self.decided_at))
+        # The decision as its fields: a compiled Decision (gateway/compiled.py) is a frozen
+        # dataclass that copy and pickle cannot rebuild by setting attributes.
+        return (_rebuilt, (self.payload, self._decision_fields(), self.decided_at))
+
+
+def _rebuilt(
+    payload: AccessPayload, decision: tuple[object, ...], decided_at: datetime
+) -> CachedAccess:
+    """A pickled or copied :class:`CachedAccess` (its ``__reduce__``)."""
+    return CachedAccess(payload, Decision(*decision), decided_at)  # type: ignore[arg-type]
 
 
 _DECISION_FIELDS = tuple(field.name for field in fields(Decision))

@@ -108,8 +108,10 @@ class FrontEnd:
         self._server = server
         self._clock = clock
         self._label = label
-        self._inline = server.mode == "proxy" if inline is None else inline
-        self._auth_mode = not self._inline
+        # Not "_inline": mypyc names the C field after the attribute with one more "_", and
+        # gcc reads "__inline" as a keyword (the compiled build, gateway/compiled.py).
+        self._pages_inline = server.mode == "proxy" if inline is None else inline
+        self._auth_mode = not self._pages_inline
         self._trusted = TrustedProxies(server.trusted_proxies)
         self._pages = Pages(server, template if template is not None else load_template(server))
         self._transfer_param = server.transfer_token_param
@@ -134,14 +136,14 @@ class FrontEnd:
 
     def route(self, request: RequestView) -> Step:
         """The first step for ``request``."""
-        mode = self._label if self._inline else "auth_request"
+        mode = self._label if self._pages_inline else "auth_request"
         try:
             path, query = self._split(request.target)
         except BadRequest as exc:
             return self.bad_request(request, mode, str(exc))
         if path.startswith(PREFIX):
             return self._internal(request, path, query)
-        if not self._inline:
+        if not self._pages_inline:
             return Answer(
                 text_reply(404, "Not found: in auth_request mode only /_paywall/* is served\n"),
                 None,

@@ -1,0 +1,71 @@
+"""The compiled build: which modules mypyc turns into C extensions, and which of them are.
+
+A cached decision is mostly the gateway's own Python (the policy, the access service, the L1
+and L2 plumbing, metrics), so that is what a compiled build compiles: the same source, checked
+by ``mypy --strict``, built by mypyc into C extension modules, about a third less CPU per
+request (README, "Performance"). Nothing else changes: an extension module is imported in
+place of its ``.py`` file when both are there.
+
+``setup.py`` compiles :data:`MODULES` when ``GATEWAY_MYPYC=1`` is set for the build (``make
+compiled`` builds a compiled copy of the tree; README, "Performance"); without it the build is
+pure Python, as before. Left out: what mypyc (2.4) cannot compile (async generators in
+``gateway.web.proxy``, ``object.__new__`` on ``gateway.store.cache``'s entries, subclasses of
+aiohttp's classes, the access log's weak references, a slots dataclass with a type parameter in
+``gateway.store.coalesce``, a runtime-checkable protocol in ``gateway.store.companion``); the L2
+plumbing (``gateway.store.layered``, ``redis_chain``, ``singleflight``), whose compiled build
+crashed at import; the platform's payload (``gateway.core.payload``: a compiled frozen
+dataclass cannot be copied or unpickled), the callbacks (compiled, an exception raised inside
+an awaited Redis call escaped the ``except`` around it: the test suite caught it) and the
+redaction (subclassed in tests); and what is off the request path.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+
+__all__ = ["BUILD_VARIABLE", "MODULES", "compiled_modules"]
+
+BUILD_VARIABLE = "GATEWAY_MYPYC"
+"""Set to ``1`` for a build (``setup.py``) to compile :data:`MODULES`."""
+
+MODULES = (
+    "gateway.access.breaker",
+    "gateway.access.cached",
+    "gateway.access.codecs",
+    "gateway.access.identity",
+    "gateway.access.outcome",
+    "gateway.access.refresh",
+    "gateway.access.service",
+    "gateway.core.decision",
+    "gateway.core.paths",
+    "gateway.core.policy",
+    "gateway.core.routes",
+    "gateway.core.timeline",
+    "gateway.core.tokens",
+    "gateway.http.credentials",
+    "gateway.http.forward",
+    "gateway.http.forwarded",
+    "gateway.http.names",
+    "gateway.http.observe",
+    "gateway.http.policy",
+    "gateway.http.replies",
+    "gateway.http.request",
+    "gateway.http.steps",
+    "gateway.metrics",
+    "gateway.web.handlers",
+    "gateway.web.responses",
+)
+"""The modules a compiled build compiles (``setup.py`` reads this tuple)."""
+
+
+def compiled_modules() -> list[str]:
+    """The modules of :data:`MODULES` that this process imported as C extensions (importing
+    those it has not imported yet)."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    found = []
+    for name in MODULES:
+        module = sys.modules.get(name) or importlib.import_module(name)
+        if (getattr(module, "__file__", None) or "").endswith(suffixes):
+            found.append(name)
+    return found
