@@ -7,10 +7,11 @@ request (README, "Performance"). Nothing else changes: an extension module is im
 place of its ``.py`` file when both are there.
 
 ``setup.py`` compiles :data:`MODULES` when ``GATEWAY_MYPYC=1`` is set for the build (``make
-compiled`` builds a compiled copy of the tree; README, "Performance"); without it the build is
-pure Python, as before. Left out: what mypyc (2.4) cannot compile (async generators in
+compiled`` builds a compiled copy of the tree; README, "The compiled build"); without it the
+build is pure Python, as before. Left out: what mypyc (2.4) cannot compile (async generators in
 ``gateway.web.proxy``, ``object.__new__`` on ``gateway.store.cache``'s entries, subclasses of
-aiohttp's classes, the access log's weak references, a slots dataclass with a type parameter in
+aiohttp's classes, the access log's threads and weak references (its lines are made by the
+compiled ``gateway.access_lines``), a slots dataclass with a type parameter in
 ``gateway.store.coalesce``, a runtime-checkable protocol in ``gateway.store.companion``); the L2
 plumbing (``gateway.store.layered``, ``redis_chain``, ``singleflight``), whose compiled build
 crashed at import; the platform's payload (``gateway.core.payload``: a compiled frozen
@@ -37,6 +38,7 @@ MODULES = (
     "gateway.access.outcome",
     "gateway.access.refresh",
     "gateway.access.service",
+    "gateway.access_lines",
     "gateway.core.decision",
     "gateway.core.paths",
     "gateway.core.policy",
