@@ -6,8 +6,9 @@ cache go through :meth:`Redactor.text <gateway.redaction.Redactor.text>` once pe
 value and are remembered; the status, a customer id of ASCII digits and an address the gateway
 wrote itself hold nothing to redact or escape and are written as they are. Any other shape
 takes JsonFormatter's own path. Apart from :mod:`gateway.access_log` (threads, forks, weak
-references) so that the compiled build (:mod:`gateway.compiled`) can compile it: each line
-costs the writer's thread CPU that the event loop's thread then waits for.
+references) so that the compiled build (:mod:`gateway.compiled`) can compile it: interpreted,
+the access log cost a cached decision about 12.6 µs of CPU per request (``make bench``, row 1
+against row 2), most of it here.
 """
 
 from __future__ import annotations
