@@ -15,9 +15,11 @@ compiled ``gateway.access_lines``), a slots dataclass with a type parameter in
 ``gateway.store.coalesce``, a runtime-checkable protocol in ``gateway.store.companion``); the L2
 plumbing (``gateway.store.layered``, ``redis_chain``, ``singleflight``), whose compiled build
 crashed at import; the platform's payload (``gateway.core.payload``: a compiled frozen
-dataclass cannot be copied or unpickled), the callbacks (compiled, an exception raised inside
-an awaited Redis call escaped the ``except`` around it: the test suite caught it) and the
-redaction (subclassed in tests); and what is off the request path.
+dataclass cannot be copied or unpickled), the callbacks (compiled, the ``TimeoutError`` of the
+layered cache's Redis timeout escaped the ``except`` around the awaited invalidation, a 500
+instead of a 503: the test suite caught it; small reproductions of that chain were caught, so
+the cause is not known) and the redaction (subclassed in tests); and what is off the request
+path.
 """
 
 from __future__ import annotations
