@@ -802,7 +802,10 @@ async def test_a_flushed_script_costs_a_request_nothing_and_counts_no_redis_fail
     expected = [(await first.check(session)).verdict for session in sessions]
     assert Verdict.GRANTED in expected
     assert Verdict.DENIED in expected
-    second = await start_service(refresh_ahead=0)
+    # A generous Redis timeout: the reload is three round trips in one guarded lookup, under
+    # MONITOR, and on a busy machine (the whole suite) they once took longer than the default
+    # 0.1 s, so the lookups fell back to plain reads. A stalled Redis has tests of its own.
+    second = await start_service(refresh_ahead=0, redis_timeout=2.0)
 
     async def checks() -> list[tuple[Verdict, str | None]]:
         await second.forget_l1()  # every request is an L2-only hit
