@@ -27,8 +27,9 @@ SERVERS = {  # Debian package -> the program the script looks for
     "redis-tools": "redis-cli",
     "nginx-light": "nginx",
     "openssl": "openssl",
+    "gcc": "gcc",
 }
-SERVER_PACKAGES = "redis-server redis-tools nginx-light openssl"
+SERVER_PACKAGES = "redis-server redis-tools nginx-light openssl gcc"
 
 FAKE_APT_GET = """#!/bin/sh
 echo "apt-get DEBIAN_FRONTEND=$DEBIAN_FRONTEND $*" >> "$FAKE_DIR/calls"
@@ -39,6 +40,7 @@ for arg in "$@"; do
     redis-tools) program=redis-cli ;;
     nginx-light) program=nginx ;;
     python3-venv) : > "$FAKE_DIR/venv-ok"; continue ;;
+    python3-dev) : > "$FAKE_DIR/headers-ok"; continue ;;
     -*|install) continue ;;
     *) program="$arg" ;;
   esac
@@ -56,7 +58,10 @@ shift
 exec "$@"
 """
 FAKE_PYTHON = """#!/bin/sh
-[ -f "$FAKE_DIR/venv-ok" ]
+case "$2" in
+  *Python.h*) [ -f "$FAKE_DIR/headers-ok" ] ;;
+  *) [ -f "$FAKE_DIR/venv-ok" ] ;;
+esac
 """
 
 
@@ -127,6 +132,7 @@ def machine(tmp_path: Path) -> Machine:
     for tool in ("env", "true"):
         os.symlink(f"/usr/bin/{tool}", m.bin / tool)
     _executable(tmp_path / "python", FAKE_PYTHON)
+    (tmp_path / "headers-ok").touch()  # Python.h is there unless a test takes it away
     m.has("make")
     return m
 
@@ -169,7 +175,7 @@ def test_no_root_and_no_sudo_at_all_prints_a_su_command(machine: Machine) -> Non
     result = machine.run()
     assert result.returncode == 1
     assert (
-        "  su -c 'apt-get update && apt-get install -y --no-install-recommends nginx-light'\n"
+        "  su -c 'apt-get update && apt-get install -y --no-install-recommends nginx-light gcc'\n"
         in result.stderr
     )
     assert machine.calls() == []
@@ -185,9 +191,9 @@ def test_root_installs_what_is_missing_with_apt(machine: Machine) -> None:
     assert machine.calls() == [
         "apt-get DEBIAN_FRONTEND=noninteractive update -qq",
         "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq --no-install-recommends "
-        "redis-tools nginx-light python3-venv",
+        "redis-tools nginx-light gcc python3-venv",
     ]
-    assert "installing redis-tools nginx-light python3-venv" in result.stderr
+    assert "installing redis-tools nginx-light gcc python3-venv" in result.stderr
 
 
 def test_sudo_without_password_installs_through_sudo(machine: Machine) -> None:
@@ -242,7 +248,7 @@ def test_make_test_runs_it_first() -> None:
 
 
 def test_bench_checks_its_own_list_as_root_installs_it(machine: Machine) -> None:
-    """``scripts/ensure-test-servers bench`` (make bench): wrk, nginx, redis-server; the test
+    """``scripts/ensure-test-servers bench`` (make bench): wrk, nginx, redis-server, gcc; the test
     list's programs are not asked for."""
     machine.has("nginx")
     machine.user(0)
@@ -250,11 +256,27 @@ def test_bench_checks_its_own_list_as_root_installs_it(machine: Machine) -> None
     machine.venv(ok=True)
     result = machine.run(None, "bench")
     assert result.returncode == 0, result.stderr
-    assert "make bench: this machine lacks wrk, redis-server" in result.stderr
+    assert "make bench: this machine lacks wrk, redis-server, gcc" in result.stderr
     install = [call for call in machine.calls() if " install " in call]
     assert install == [
         "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq --no-install-recommends "
-        "wrk redis-server"
+        "wrk redis-server gcc"
+    ]
+
+
+def test_missing_python_headers_are_installed_with_python3_dev(machine: Machine) -> None:
+    """The compiled build (make test-compiled) compiles C against Python.h."""
+    machine.has(*SERVERS.values())
+    (machine.root / "headers-ok").unlink()
+    machine.user(0)
+    machine.apt()
+    machine.venv(ok=True)
+    result = machine.run()
+    assert result.returncode == 0, result.stderr
+    assert "this machine lacks Python.h (Debian packages: python3-dev)" in result.stderr
+    install = [call for call in machine.calls() if " install " in call]
+    assert install == [
+        "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq --no-install-recommends python3-dev"
     ]
 
 
