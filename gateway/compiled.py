@@ -8,10 +8,11 @@ place of its ``.py`` file when both are there.
 
 ``setup.py`` compiles :data:`MODULES` when ``GATEWAY_MYPYC=1`` is set for the build (``make
 compiled`` builds a compiled copy of the tree; README, "The compiled build"); without it the
-build is pure Python, as before. Left out: what mypyc (2.4) cannot compile (async generators in
-``gateway.web.proxy``, ``object.__new__`` on ``gateway.store.cache``'s entries, subclasses of
-aiohttp's classes, the access log's threads and weak references (its lines are made by the
-compiled ``gateway.access_lines``), a slots dataclass with a type parameter in
+build is pure Python, as before. Left out: what mypyc (2.4) cannot compile (async generators,
+such as the proxy's request body in ``gateway.web.bodies``; ``object.__new__`` on
+``gateway.store.cache``'s entries, subclasses of aiohttp's classes, the access log's threads
+and weak references (its lines are made by the compiled ``gateway.access_lines``), a slots
+dataclass with a type parameter in
 ``gateway.store.coalesce``, a runtime-checkable protocol in ``gateway.store.companion``); the L2
 plumbing (``gateway.store.layered``, ``redis_chain``, ``singleflight``), whose compiled build
 crashed at import; the platform's payload (``gateway.core.payload``: a compiled frozen
@@ -58,6 +59,7 @@ MODULES = (
     "gateway.http.steps",
     "gateway.metrics",
     "gateway.web.handlers",
+    "gateway.web.proxy",
     "gateway.web.responses",
 )
 """The modules a compiled build compiles (``setup.py`` reads this tuple)."""

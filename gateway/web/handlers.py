@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from time import perf_counter
+from typing import NamedTuple
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
@@ -25,7 +26,7 @@ from gateway.http.policy import FrontEnd
 from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
-from gateway.web.protocol import expect_continue
+from gateway.web.protocol import arrival_note, expect_continue
 from gateway.web.proxy import UpstreamProxy
 from gateway.web.responses import reply_bytes, reply_response
 
@@ -48,6 +49,14 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
             break
         body += chunk
     return bytes(body)
+
+
+class _Routed(NamedTuple):
+    """:meth:`Driver.answer_now`'s note on a request it routed and did not answer: the
+    handler of the same request (:func:`~gateway.web.protocol.arrival_note`) starts from it."""
+
+    view: RequestView
+    step: Step
 
 
 class Driver:
@@ -88,8 +97,16 @@ class Driver:
                 return refusal
         if not isinstance(request, web.Request):
             raise TypeError("the gateway's requests are made by its application")
-        view = request_view(request)  # built once: the policy and the access log read it
-        step: Step = self._frontend.route(view)
+        noted = arrival_note(request)
+        if (
+            isinstance(noted, _Routed)
+            and noted.view.method == request.method
+            and noted.view.target == request.raw_path
+        ):
+            view, step = noted  # routed on arrival (answer_now), not answered there
+        else:
+            view = request_view(request)  # built once: the policy and the access log read it
+            step = self._frontend.route(view)
         if isinstance(step, Check):
             service = self.service
             outcome = service.peek(step.access, schedule=self._soon)
@@ -114,11 +131,11 @@ class Driver:
         headers: CIMultiDictProxy[str],
         peer: str | None,
         scheme: str,
-    ) -> bytes | None:
+    ) -> bytes | _Routed:
         """The whole response to a request that this process can answer from memory alone, on
         arrival (:data:`~gateway.web.protocol.ANSWER_NOW`): what :meth:`handle` would send, with
-        the same metrics and access-log line; None (nothing recorded, nothing started) for
-        anything else, which then takes :meth:`handle`'s way.
+        the same metrics and access-log line; for anything else (nothing recorded, nothing
+        started) the request's view and step, which :meth:`handle` then starts from.
 
         Answered here: the auth and deny endpoints' decisions that
         :meth:`AccessService.peek` makes, and the policy's own replies (a 400, a 404). Not: a
@@ -128,17 +145,17 @@ class Driver:
         step: Step = self._frontend.route(view)
         if isinstance(step, Check):
             if step.endpoint is Endpoint.PAGE:
-                return None
+                return _Routed(view, step)
             outcome = self.service.peek(step.access, schedule=self._soon)
             if outcome is None:
-                return None
+                return _Routed(view, step)
             answer = self._frontend.answer(step, outcome)
             if isinstance(answer, Pass):
                 raise RuntimeError(f"{step.endpoint} cannot pass a request")
         elif isinstance(step, Answer):
             answer = step
         else:
-            return None
+            return _Routed(view, step)
         data = reply_bytes(answer.reply)
         if answer.record is not None:
             self._observer.decided(answer.record, started)

@@ -35,8 +35,10 @@ a request object, a task, a response object and its header machinery: a bare aio
 spends about three quarters of its time there, more than a cached decision costs the gateway.
 An app that sets :data:`ANSWER_NOW` is offered each request the moment the parser has read it,
 on the loop, before any of that exists; it returns the complete response (bytes), or None and
-the request goes aiohttp's way exactly as before. Only requests where that cannot change what
-the client sees are offered:
+the request goes aiohttp's way exactly as before. Instead of None it may return a note of what
+it worked out (the gateway's driver: how its policy routed the request), which the app's handler
+gets with that request (:func:`arrival_note`) instead of working it out again. Only requests
+where that cannot change what the client sees are offered:
 
 * the connection is idle: aiohttp's request loop is parked waiting for a request (so it holds
   none it has not answered yet), nothing is queued, writing is not paused (a client that does
@@ -81,6 +83,7 @@ __all__ = [
     "MAX_LINE_SIZE",
     "GatewayRunner",
     "ProtocolErrorFilter",
+    "arrival_note",
     "describe",
     "expect_continue",
     "handler_args",
@@ -196,8 +199,10 @@ def handler_args() -> dict[str, Any]:
     }
 
 
-AnswerNow = Callable[[str, str, "CIMultiDictProxy[str]", str | None, str], bytes | None]
-"""(method, raw target, headers, peer address, scheme) -> the whole response, or None."""
+AnswerNow = Callable[[str, str, "CIMultiDictProxy[str]", str | None, str], object]
+"""(method, raw target, headers, peer address, scheme) -> the whole response (bytes); None, or
+anything else, when it does not answer. Anything else is a note of what it worked out on the
+way, handed to the app's handler with the same request (:func:`arrival_note`)."""
 
 ANSWER_NOW: web.AppKey[AnswerNow] = web.AppKey("answer_now")
 """An app's synchronous answerer (module docstring, "Answers made on arrival")."""
@@ -226,13 +231,15 @@ class _RequestHandler(RequestHandler):
     """aiohttp's request handler, whose answer to a refused request echoes no input, and which
     offers requests to the app's :data:`ANSWER_NOW` as the parser reads them."""
 
-    __slots__ = ("_answer_now", "_peer", "_scheme")
+    __slots__ = ("_answer_now", "_note", "_peer", "_scheme")
 
     def __init__(self, *args: Any, answer_now: AnswerNow | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._answer_now = answer_now if ANSWERS_SUPPORTED else None
         self._peer: str | None = None
         self._scheme = "http"
+        # The answerer's note on the last request it declined: (that request's headers, note).
+        self._note: tuple[CIMultiDictProxy[str], object] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -281,7 +288,9 @@ class _RequestHandler(RequestHandler):
         except Exception as exc:  # a bug: aiohttp's way answers it (a 500), and logs it again
             self.log_exception("Error answering a request on arrival", exc_info=exc)
             return False
-        if response is None:
+        if not isinstance(response, bytes):
+            if response is not None:
+                self._note = (message.headers, response)
             return False
         transport.write(response)
         # What aiohttp's start() does after a request it keeps the connection open for.
@@ -304,6 +313,21 @@ class _RequestHandler(RequestHandler):
         if isinstance(exc, HttpProcessingError):
             message = f"Bad request: malformed HTTP request ({describe(exc)})\n"
         return super().handle_error(request, status, exc, message)
+
+
+def arrival_note(request: BaseRequest) -> object:
+    """What the app's :data:`ANSWER_NOW` noted about ``request`` when it declined to answer it
+    on arrival, or None; given once. The note is the request's only if the request's headers
+    are the very object the answerer was given (aiohttp's request keeps the parser's): a note
+    on any other request of the connection is not handed out."""
+    handler = request.protocol
+    if not isinstance(handler, _RequestHandler):
+        return None
+    note = handler._note
+    if note is None or note[0] is not request.headers:
+        return None
+    handler._note = None
+    return note[1]
 
 
 class _AnsweringParser:

@@ -10,13 +10,13 @@ proxied frame by frame.
 The upstream session must not decompress (the visitor gets the upstream's bytes, with their
 ``Content-Encoding``), must not keep cookies (it serves every visitor) and must not follow
 redirects (they are the visitor's to follow). :func:`create_upstream_session` builds one like
-that; :func:`upstream_proxy_context` does it inside ``cleanup_ctx``.
+that.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -34,6 +34,7 @@ from gateway.http.forward import (
     strip_query_param,
 )
 from gateway.http.forwarded import TrustedProxies
+from gateway.web.bodies import limited_body
 from gateway.web.responses import error_response
 from gateway.web.websocket import is_websocket_upgrade, relay_websocket
 
@@ -42,7 +43,6 @@ __all__ = [
     "ProxyOptions",
     "UpstreamProxy",
     "create_upstream_session",
-    "upstream_proxy_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,6 @@ def create_upstream_session(options: ProxyOptions) -> aiohttp.ClientSession:
     )
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class UpstreamProxy:
     """Relays allowed requests to the upstream; one per gateway, shared by every request.
 
@@ -124,6 +120,14 @@ class UpstreamProxy:
         self._trusted = trusted
         self._base_path = options.upstream.raw_path.rstrip("/")
         self._timeout = options.client_timeout  # built once: every request passes it
+        # Passed with every request only if the session does not skip them already (aiohttp
+        # builds a set of them for each request that passes its own).
+        skipped = {name.lower() for name in session.skip_auto_headers}
+        self._skip_auto_headers: tuple[str, ...] | None = (
+            None
+            if all(name.lower() in skipped for name in _SKIP_AUTO_HEADERS)
+            else _SKIP_AUTO_HEADERS
+        )
 
     @property
     def options(self) -> ProxyOptions:
@@ -157,7 +161,7 @@ class UpstreamProxy:
             return error_response(request, 413, "The request body is too large.")
 
         body_state: list[bool] = [False]  # set when the body outgrows max_request_body
-        body = self._stream_body(request, body_state) if request.body_exists else None
+        body = limited_body(request, limit, body_state) if request.body_exists else None
         try:
             upstream = await self._session.request(
                 request.method,
@@ -166,7 +170,7 @@ class UpstreamProxy:
                 data=body,
                 allow_redirects=False,
                 auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                skip_auto_headers=self._skip_auto_headers,
                 timeout=self._timeout,
             )
         except TimeoutError:
@@ -249,19 +253,6 @@ class UpstreamProxy:
             )
         return headers
 
-    async def _stream_body(
-        self, request: web.Request, too_large: list[bool]
-    ) -> AsyncIterator[bytes]:
-        """The visitor's body as it arrives; aiohttp's flow control keeps the buffer small."""
-        limit = self._options.max_request_body
-        received = 0
-        async for chunk in request.content.iter_any():
-            received += len(chunk)
-            if limit is not None and received > limit:
-                too_large[0] = True
-                raise _BodyTooLarge
-            yield chunk
-
 
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
@@ -276,20 +267,3 @@ def _abort(request: web.Request) -> None:
 
 
 UPSTREAM_PROXY: web.AppKey[UpstreamProxy] = web.AppKey("upstream_proxy", UpstreamProxy)
-
-
-def upstream_proxy_context(
-    options: ProxyOptions, trusted: TrustedProxies
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` entry that puts an :class:`UpstreamProxy` at ``app[UPSTREAM_PROXY]``
-    and closes its session on shutdown."""
-
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        session = create_upstream_session(options)
-        try:
-            app[UPSTREAM_PROXY] = UpstreamProxy(session, options, trusted)
-            yield
-        finally:
-            await session.close()
-
-    return context

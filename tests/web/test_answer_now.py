@@ -19,7 +19,7 @@ from gateway.web import protocol
 from gateway.web.handlers import Driver
 from gateway.web.protocol import ANSWERS_SUPPORTED
 from gateway.web.responses import reply_bytes
-from tests.conftest import AccessCapture
+from tests.conftest import AccessCapture, free_port
 from tests.web.conftest import Stack, StartStack
 
 PLAIN = "paywall_session=demo-session-plain"
@@ -356,3 +356,49 @@ def test_reply_bytes_keeps_a_tab_and_adds_aiohttps_headers() -> None:
         b"Content-Length: 3",
     ]
     assert body == b"xyz"
+
+
+async def test_a_note_on_a_declined_request_reaches_that_requests_handler_once(
+    connect: Callable[[int], Any],
+) -> None:
+    """An answerer that declines may leave a note (the driver: how it routed the request); the
+    handler of that request gets it, once, and no other request of the connection does."""
+    seen: list[tuple[str, object, object]] = []
+
+    def answerer(method: str, target: str, *_: Any) -> object:
+        return ("noted", method, target) if target.startswith("/noted") else None
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(
+            (request.raw_path, protocol.arrival_note(request), protocol.arrival_note(request))
+        )
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app[protocol.ANSWER_NOW] = answerer
+    app[protocol.DIRECT_HANDLER] = handler
+    runner = protocol.GatewayRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        client = await connect(port)
+
+        def get(target: str) -> bytes:
+            return f"GET {target} HTTP/1.1\r\nHost: news.example\r\n\r\n".encode()
+
+        for target in ("/noted/1", "/plain"):
+            await client.send(get(target))
+            assert status_of(await client.response()) == 200
+        # Pipelined: only the leading request is offered on arrival, so only it has a note.
+        await client.send(get("/noted/2") + get("/noted/3"))
+        for _ in range(2):
+            assert status_of(await client.response()) == 200
+    finally:
+        await runner.cleanup()
+    assert seen == [
+        ("/noted/1", ("noted", "GET", "/noted/1"), None),
+        ("/plain", None, None),
+        ("/noted/2", ("noted", "GET", "/noted/2"), None),
+        ("/noted/3", None, None),
+    ]

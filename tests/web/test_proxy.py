@@ -26,7 +26,6 @@ from gateway.web.proxy import (
     ProxyOptions,
     UpstreamProxy,
     create_upstream_session,
-    upstream_proxy_context,
 )
 from tests.conftest import free_port
 
@@ -193,6 +192,20 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=str(exc)) from None
     headers = request.app[PAYWALL_HEADERS]
     return await request.app[UPSTREAM_PROXY].forward(request, path, headers)
+
+
+def upstream_proxy_context(
+    options: ProxyOptions, trusted: TrustedProxies
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` entry: an :class:`UpstreamProxy` at ``app[UPSTREAM_PROXY]``, its
+    session closed on shutdown (as the gateway's app does it)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with create_upstream_session(options) as session:
+            app[UPSTREAM_PROXY] = UpstreamProxy(session, options, trusted)
+            yield
+
+    return context
 
 
 def gateway_app(
