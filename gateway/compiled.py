@@ -10,17 +10,13 @@ place of its ``.py`` file when both are there.
 compiled`` builds a compiled copy of the tree; README, "The compiled build"); without it the
 build is pure Python, as before. Left out: what mypyc (2.4) cannot compile (async generators,
 such as the proxy's request body in ``gateway.web.bodies``; ``object.__new__`` on
-``gateway.store.cache``'s entries, subclasses of aiohttp's classes, the access log's threads
-and weak references (its lines are made by the compiled ``gateway.access_lines``), a slots
-dataclass with a type parameter in
-``gateway.store.coalesce``, a runtime-checkable protocol in ``gateway.store.companion``); the L2
-plumbing (``gateway.store.layered``, ``redis_chain``, ``singleflight``), whose compiled build
-crashed at import; the platform's payload (``gateway.core.payload``: a compiled frozen
-dataclass cannot be copied or unpickled), the callbacks (compiled, the ``TimeoutError`` of the
-layered cache's Redis timeout escaped the ``except`` around the awaited invalidation, a 500
-instead of a 503: the test suite caught it; small reproductions of that chain were caught, so
-the cause is not known) and the redaction (subclassed in tests); and what is off the request
-path.
+``gateway.store.cache``'s entries; subclasses of aiohttp's classes; the access log's threads
+and weak references, whose lines are made by the compiled ``gateway.access_lines``; a slots
+dataclass with a type parameter in ``gateway.store.coalesce``; a runtime-checkable protocol in
+``gateway.store.companion``); the platform's payload (``gateway.core.payload``: a compiled
+frozen dataclass cannot be copied or unpickled); the redaction (subclassed in tests); and what
+is off the request path. No compiled module awaits inside ``finally``: compiled, that makes a
+later call re-raise an earlier call's exception (mypyc/mypyc#1114; ``tests/test_compiled.py``).
 """
 
 from __future__ import annotations
@@ -51,6 +47,7 @@ MODULES = (
     "gateway.http.credentials",
     "gateway.http.forward",
     "gateway.http.forwarded",
+    "gateway.http.callbacks",
     "gateway.http.names",
     "gateway.http.observe",
     "gateway.http.policy",
@@ -58,6 +55,14 @@ MODULES = (
     "gateway.http.request",
     "gateway.http.steps",
     "gateway.metrics",
+    "gateway.store.codec",
+    "gateway.store.layered",
+    "gateway.store.redis_batch",
+    "gateway.store.redis_cache",
+    "gateway.store.redis_chain",
+    "gateway.store.redis_generations",
+    "gateway.store.redis_guard",
+    "gateway.store.singleflight",
     "gateway.web.handlers",
     "gateway.web.proxy",
     "gateway.web.responses",

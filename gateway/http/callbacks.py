@@ -334,8 +334,8 @@ class CallbackReceiver:
         try:
             for customer in parsed.customers:
                 await service.invalidate_customer(customer, SOURCE, sessions=parsed.sessions)
-        except Exception as exc:  # Redis (the shared tier) did not take it: ask for a retry
-            log.warning("callback %s %s not applied: %s", entity, kind, type(exc).__name__)
+        except Exception as failure:  # Redis (the shared tier) did not take it: ask for a retry
+            log.warning("callback %s %s not applied: %s", entity, kind, type(failure).__name__)
             return self.unavailable(entity, kind)
         reply = _json_reply(200, "invalidated", f"invalidated {len(parsed.customers)} customer(s)")
         return self._answer(reply, "invalidated", entity, kind)

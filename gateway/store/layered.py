@@ -49,20 +49,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class _Chained(NamedTuple):
-    """A follow-up's answer read along with a session's: for ``cache``'s lookup of
-    ``<customer><suffix>``, with that cache's ``RedisCache.changes`` when the read started."""
-
-    cache: LayeredCache[Any]
-    suffix: str
-    prefetched: Prefetched[Any]
-    changes: int
-
-
-# An L2 read: the entry, RedisCache.changes when it started, and what a chained read brought.
-_Read = tuple[CacheEntry[T] | None, int, _Chained | None]
-
-
 class Companion(Generic[T]):
     """One request's announced lookup in a :class:`LayeredCache` (see
     :class:`~gateway.store.companion.CompanionLookup`): made by :meth:`LayeredCache.companion`,
@@ -229,19 +215,27 @@ class LayeredCache(Generic[T]):
         )
         return (l1_generation, l2_generation)
 
+    # L1 is invalidated whether L2's invalidation failed or not. Not with an await inside
+    # ``finally``: compiled by mypyc (2.4), that re-raises a stale exception in a later call
+    # (mypyc/mypyc#1114; tests/test_compiled.py keeps it out of every compiled module).
+
     async def invalidate_customer(self, customer_id: str) -> None:
         try:
             await self._everywhere(
                 "invalidate", self._l2.invalidate_customer(customer_id), customer_id
             )
-        finally:
+        except BaseException:
             await self._l1.invalidate_customer(customer_id)
+            raise
+        await self._l1.invalidate_customer(customer_id)
 
     async def invalidate_all(self) -> None:
         try:
             await self._everywhere("invalidate", self._l2.invalidate_all(), ALL)
-        finally:
+        except BaseException:
             await self._l1.invalidate_all()
+            raise
+        await self._l1.invalidate_all()
 
     async def _everywhere(self, operation: str, call: Awaitable[None], message: str) -> None:
         """Apply an invalidation to L2, then tell every other process's L1 (``publish``).
@@ -254,3 +248,19 @@ class LayeredCache(Generic[T]):
         except FAILURES as exc:
             self._guard.failed(operation, exc)
             raise
+
+
+class _Chained(NamedTuple):
+    """A follow-up's answer read along with a session's: for ``cache``'s lookup of
+    ``<customer><suffix>``, with that cache's ``RedisCache.changes`` when the read started."""
+
+    cache: LayeredCache[Any]
+    suffix: str
+    prefetched: Prefetched[Any]
+    changes: int
+
+
+# An L2 read: the entry, RedisCache.changes when it started, and what a chained read brought.
+# (Both after LayeredCache: a compiled build makes the named tuple's fields from their types
+# when the module is imported, and the class must exist by then.)
+_Read = tuple[CacheEntry[T] | None, int, _Chained | None]

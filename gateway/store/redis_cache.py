@@ -42,9 +42,8 @@ value that cannot be decoded counts as a miss. Redis errors propagate: the calle
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import redis.asyncio as redis
 
@@ -103,14 +102,17 @@ class Epoch:
         self._value = None
 
 
-@dataclass(frozen=True, slots=True)
 class Prefetched(Generic[T]):
     """What Redis answered for a follow-up lookup of ``customer_id``'s entry, read with the
     lookup before it (:meth:`RedisCache.get_chained`): ``entry`` None is a miss, as
-    :meth:`RedisCache.get` would have answered."""
+    :meth:`RedisCache.get` would have answered. (Not a dataclass: a compiled build cannot make
+    one with a type parameter.)"""
 
-    customer_id: str
-    entry: CacheEntry[T] | None
+    __slots__ = ("customer_id", "entry")
+
+    def __init__(self, customer_id: str, entry: CacheEntry[T] | None) -> None:
+        self.customer_id: Final = customer_id
+        self.entry: Final = entry
 
 
 class RedisCache(Generic[T]):

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -43,7 +43,7 @@ class RedisGuard:
     ``open_seconds``: how long it stays open before a trial; ``clock``: monotonic seconds.
     """
 
-    DEGRADED_FOR = 10.0  # seconds after a failure that Redis is reported "degraded"
+    DEGRADED_FOR: ClassVar[float] = 10.0  # seconds after a failure that Redis is "degraded"
 
     def __init__(
         self,

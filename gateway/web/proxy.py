@@ -192,10 +192,12 @@ class UpstreamProxy:
             try:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            except (aiohttp.ClientError, TimeoutError, OSError) as failure:
+                if isinstance(failure, ConnectionResetError) and _client_gone(request):
                     raise  # the visitor left; aiohttp's server deals with that
-                log.warning("upstream failed mid-response: %s %s: %r", request.method, path, exc)
+                log.warning(
+                    "upstream failed mid-response: %s %s: %r", request.method, path, failure
+                )
                 _abort(request)
                 return response
             await response.write_eof()
