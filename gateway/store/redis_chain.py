@@ -45,18 +45,32 @@ from redis.asyncio.cluster import RedisCluster
 
 from gateway.store.redis_batch import TickBatch
 
-# ARGV: seven strings per lookup (ChainLookup's fields, in order). Every answer is five
-# values, false (nil for the caller) where nothing was read or found.
+# ARGV: one string per lookup, ChainLookup's seven fields in order, each as
+# "<length in bytes>:<field>" (encode_lookup): one argument per lookup costs redis-py's command
+# packing about an eighth of seven (measured: 17 against 135 us for 14 lookups), and the
+# lengths make any bytes in a field harmless. Every answer is five values, false (nil for the
+# caller) where nothing was read or found.
 SCRIPT = """
 local function get(key)
   local value = redis.pcall('GET', key)
   if type(value) == 'string' then return value end
   return false
 end
+local function fields(packed)
+  local out, at = {}, 1
+  while at <= #packed do
+    local colon = string.find(packed, ':', at, true)
+    local length = tonumber(string.sub(packed, at, colon - 1))
+    out[#out + 1] = string.sub(packed, colon + 1, colon + length)
+    at = colon + length + 1
+  end
+  return out
+end
 local answers = {}
-for i = 1, #ARGV, 7 do
-  local prefix, records, scope, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local then_prefix, then_records, suffix = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+for i = 1, #ARGV do
+  local f = fields(ARGV[i])
+  local prefix, records, scope, key = f[1], f[2], f[3], f[4]
+  local then_prefix, then_records, suffix = f[5], f[6], f[7]
   local entry = get(prefix .. key .. '@' .. (get(records .. scope) or '0'))
   local answer = {entry, false, false, false, false}
   if entry then
@@ -91,8 +105,8 @@ class ChainLookup(NamedTuple):
 
     The first entry is ``<prefix><key>@<generation of scope>``, the generation from the record
     ``<records><scope>``; the second ``<then_prefix><customer><suffix>@<generation>``, the
-    generation from ``<then_records><customer>``. (A named tuple: the script's seven
-    arguments, in order.)"""
+    generation from ``<then_records><customer>``. (A named tuple: the script's seven fields,
+    in order; :func:`encode_lookup`.)"""
 
     prefix: str
     records: str
@@ -101,6 +115,15 @@ class ChainLookup(NamedTuple):
     then_prefix: str
     then_records: str
     suffix: str
+
+
+def encode_lookup(lookup: ChainLookup) -> bytes:
+    """The script's argument for ``lookup``: each field as ``<length in bytes>:<field>``."""
+    packed = bytearray()
+    for field in lookup:
+        data = field.encode()
+        packed += b"%d:%b" % (len(data), data)
+    return bytes(packed)
 
 
 class ChainAnswer(NamedTuple):
@@ -135,9 +158,7 @@ class ChainReader:
         return await self._batch.run(lookup)
 
     async def _read(self, lookups: list[ChainLookup]) -> list[ChainAnswer]:
-        args: list[str] = []
-        for lookup in lookups:
-            args += lookup  # its seven strings, in the script's order
+        args = [encode_lookup(lookup) for lookup in lookups]
         # The client passed explicitly: the one this reader was made with (tests wrap it).
         replies: list[Any] = await self._script(args=args, client=self._client)
         if len(replies) != len(lookups):

@@ -36,7 +36,14 @@ from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import Companion, LayeredCache
 from gateway.store.redis_cache import RedisCache
-from gateway.store.redis_chain import SCRIPT, ChainReader, chain_reader
+from gateway.store.redis_chain import (
+    SCRIPT,
+    ChainAnswer,
+    ChainLookup,
+    ChainReader,
+    chain_reader,
+    encode_lookup,
+)
 from gateway.store.redis_connect import connect_redis
 from gateway.store.redis_guard import RedisGuard
 from tests.conftest import REPO_ROOT, free_port
@@ -828,3 +835,29 @@ async def test_a_flushed_script_costs_a_request_nothing_and_counts_no_redis_fail
     assert second.redis_failures() == {}
     assert second.platform_calls() == 0
     assert (second.guard.state, second.guard.is_open, second.guard.skipped) == ("ok", False, 0)
+
+
+def test_a_lookup_is_one_argument_of_length_prefixed_fields() -> None:
+    lookup = ChainLookup("p:", "r:", "s", "k@1", "q:", "g:", "")
+    assert encode_lookup(lookup) == b"2:p:2:r:1:s3:k@12:q:2:g:0:"
+    # Lengths count bytes, not characters (the script's string.sub counts bytes).
+    assert encode_lookup(lookup._replace(scope="ü")) == b"2:p:2:r:2:\xc3\xbc3:k@12:q:2:g:0:"
+
+
+async def test_the_script_reads_fields_that_hold_colons_digits_and_any_bytes(
+    redis_client: redis.Redis,
+) -> None:
+    """Fields made of what separates them (":", digits, "@") and non-ASCII are read back exactly:
+    the script finds both entries under the keys the fields spell."""
+    customer = "cust:12:ü"
+    lookup = ChainLookup("pre:1:ä:", "rec:2:", "scope:3", "key:4@5", "then:6:", "trec:7:", ":8:é")
+    entry = f'[1, 2, 3, "{customer}"]'
+    await redis_client.set("rec:2:scope:3", "9")
+    await redis_client.set("pre:1:ä:key:4@5@9", entry)
+    await redis_client.set(f"then:6:{customer}:8:é@0", "follow-up")
+    other = lookup._replace(key="missing")
+    reader = ChainReader(redis_client)
+    found, missed = await asyncio.gather(reader.read(lookup), reader.read(other))
+    assert reader.batches == 1  # both in one script call
+    assert found == ChainAnswer(entry.encode(), None, None, customer.encode(), b"follow-up")
+    assert missed == ChainAnswer(None)
