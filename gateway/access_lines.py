@@ -17,7 +17,7 @@ import json
 import time
 from json.encoder import encode_basestring_ascii
 from time import time as wall_clock
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.redaction import REDACTED, Redactor
 
@@ -42,6 +42,8 @@ _MEMO_MAX_LENGTH = 512
 # What str(ipaddress.ip_address(...)) is made of: nothing in it can be redacted or escaped.
 _ADDRESS_CHARS = "0123456789abcdef.:"
 _INFINITY = float("inf")
+
+K = TypeVar("K")
 
 Entry = tuple[float, str, str, int, str, str, str, str | None, str, float]
 """What a request leaves behind: wall-clock time, method, path, status, verdict, reason, cache,
@@ -94,11 +96,12 @@ class LineFormatter:
             key = (method, path, status, verdict, reason, cache, customer_id)
             middle = self._middles.get(key)
             if middle is None:
-                middle = self._middle(method, path, status, verdict, reason, cache, customer_id)
-                if len(path) <= _MEMO_MAX_LENGTH:
-                    if len(self._middles) >= _MEMO_SIZE:
-                        self._middles.clear()
-                    self._middles[key] = middle
+                middle = _remember(
+                    self._middles,
+                    key,
+                    len(path),
+                    self._middle(method, path, status, verdict, reason, cache, customer_id),
+                )
         else:
             middle = self._middle(method, path, status, verdict, reason, cache, customer_id)
         client_ = _address(client) or self._words.get(client) or self._word(client)
@@ -163,12 +166,13 @@ class LineFormatter:
     def _word(self, value: object) -> str:
         if not isinstance(value, str):
             return self._value(value)
-        return _remember(self._words, value, self._value(value))
+        return _remember(self._words, value, len(value), self._value(value))
 
     def _path(self, value: object) -> str:
         if not isinstance(value, str):
             return self._value(value)
-        return _remember(self._paths, value, encode_basestring_ascii(self._redactor.text(value)))
+        encoded = encode_basestring_ascii(self._redactor.text(value))
+        return _remember(self._paths, value, len(value), encoded)
 
 
 def _customer_id(value: Any) -> str | None:
@@ -187,8 +191,10 @@ def _address(value: Any) -> str | None:
     return None
 
 
-def _remember(memo: dict[str, str], key: str, encoded: str) -> str:
-    if len(key) <= _MEMO_MAX_LENGTH:
+def _remember(memo: dict[K, str], key: K, length: int, encoded: str) -> str:
+    """``encoded``, kept in ``memo`` under ``key`` unless its text is longer than
+    ``_MEMO_MAX_LENGTH`` (``length``); a full memo is cleared first."""
+    if length <= _MEMO_MAX_LENGTH:
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
         memo[key] = encoded

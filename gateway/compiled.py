@@ -2,7 +2,7 @@
 
 A cached decision is mostly the gateway's own Python (the policy, the access service, the L1
 and L2 plumbing, metrics), so that is what a compiled build compiles: the same source, checked
-by ``mypy --strict``, built by mypyc into C extension modules, about a third less CPU per
+by ``mypy --strict``, built by mypyc into C extension modules, about a quarter less CPU per
 request (README, "Performance"). Nothing else changes: an extension module is imported in
 place of its ``.py`` file when both are there.
 
