@@ -26,7 +26,7 @@ from gateway.http.policy import FrontEnd
 from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
-from gateway.web.protocol import arrival_note, expect_continue
+from gateway.web.protocol import Later, arrival_note, expect_continue
 from gateway.web.proxy import UpstreamProxy
 from gateway.web.responses import reply_bytes, reply_response
 
@@ -131,15 +131,18 @@ class Driver:
         headers: CIMultiDictProxy[str],
         peer: str | None,
         scheme: str,
-    ) -> bytes | _Routed:
+    ) -> bytes | Later | _Routed:
         """The whole response to a request that this process can answer from memory alone, on
         arrival (:data:`~gateway.web.protocol.ANSWER_NOW`): what :meth:`handle` would send, with
         the same metrics and access-log line; for anything else (nothing recorded, nothing
         started) the request's view and step, which :meth:`handle` then starts from.
 
         Answered here: the auth and deny endpoints' decisions that
-        :meth:`AccessService.peek` makes, and the policy's own replies (a 400, a 404). Not: a
-        page in proxy mode (it may pass to the upstream), the login hand-off, callbacks."""
+        :meth:`AccessService.peek` makes, and the policy's own replies (a 400, a 404); the
+        auth and deny endpoints' other decisions (Redis, the platform) as a
+        :class:`~gateway.web.protocol.Later`: :meth:`AccessService.check`, then the same
+        answer. Not: a page in proxy mode (it may pass to the upstream), the login hand-off,
+        callbacks."""
         started = perf_counter()
         view = RequestView(method, target, headers, peer, scheme)
         step: Step = self._frontend.route(view)
@@ -148,14 +151,23 @@ class Driver:
                 return _Routed(view, step)
             outcome = self.service.peek(step.access, schedule=self._soon)
             if outcome is None:
-                return _Routed(view, step)
-            answer = self._frontend.answer(step, outcome)
-            if isinstance(answer, Pass):
-                raise RuntimeError(f"{step.endpoint} cannot pass a request")
-        elif isinstance(step, Answer):
-            answer = step
-        else:
-            return _Routed(view, step)
+                return Later(_Routed(view, step), lambda: self._checked(view, step, started))
+            return self._sent(view, self._frontend.answer(step, outcome), started)
+        if isinstance(step, Answer):
+            return self._sent(view, step, started)
+        return _Routed(view, step)
+
+    async def _checked(self, view: RequestView, step: Check, started: float) -> bytes:
+        """A :class:`~gateway.web.protocol.Later`'s answer: what :meth:`handle` sends for a
+        decision :meth:`AccessService.peek` could not make."""
+        outcome = await self.service.check(step.access)
+        return self._sent(view, self._frontend.answer(step, outcome), started)
+
+    def _sent(self, view: RequestView, answer: Answer | Pass, started: float) -> bytes:
+        """The bytes of an auth or deny endpoint's ``answer`` (or a reply of the policy's
+        own), recorded in the metrics and the access log."""
+        if isinstance(answer, Pass):
+            raise RuntimeError("only a page can pass a request")
         data = reply_bytes(answer.reply)
         if answer.record is not None:
             self._observer.decided(answer.record, started)

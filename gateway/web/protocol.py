@@ -49,7 +49,16 @@ where that cannot change what the client sees are offered:
 
 The same parser read the same bytes, so the handler sees what aiohttp's request would show
 (the raw target, the headers, the peer address, the scheme). After an answer the connection's
-keep-alive timer is moved on, as aiohttp does after a request. This reads aiohttp's request
+keep-alive timer is moved on, as aiohttp does after a request.
+
+An answer that needs awaiting but nothing else of aiohttp's request (a decision read from
+Redis or asked of the platform) may come back as a :class:`Later`. The connection takes it
+only for the last request of its read (nothing it has parsed can be overtaken), and is busy
+until it is sent: bytes that arrive meanwhile are held back from the parser (reading paused;
+at most one read is held) and parsed after it, so answers leave in order; the keep-alive
+timer is stopped meanwhile; a graceful shutdown sends it first, as aiohttp finishes a request
+in progress. A client that goes away meanwhile gets nothing; an answer that fails (a bug) is
+logged and answered with a 500, and the connection closed. This reads aiohttp's request
 handler's internals (a few attributes); :data:`ANSWERS_SUPPORTED` says whether the installed
 aiohttp has them, and without them every request goes aiohttp's way.
 """
@@ -57,6 +66,7 @@ aiohttp has them, and without them every request goes aiohttp's way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -82,6 +92,7 @@ __all__ = [
     "MAX_HEADERS",
     "MAX_LINE_SIZE",
     "GatewayRunner",
+    "Later",
     "ProtocolErrorFilter",
     "arrival_note",
     "describe",
@@ -200,9 +211,27 @@ def handler_args() -> dict[str, Any]:
 
 
 AnswerNow = Callable[[str, str, "CIMultiDictProxy[str]", str | None, str], object]
-"""(method, raw target, headers, peer address, scheme) -> the whole response (bytes); None, or
-anything else, when it does not answer. Anything else is a note of what it worked out on the
-way, handed to the app's handler with the same request (:func:`arrival_note`)."""
+"""(method, raw target, headers, peer address, scheme) -> the whole response (bytes); a
+:class:`Later`; None, or anything else, when it does not answer. Anything else is a note of
+what it worked out on the way, handed to the app's handler with the same request
+(:func:`arrival_note`)."""
+
+
+class Later:
+    """An :data:`ANSWER_NOW` answer that needs awaiting (a lookup in Redis, a platform call)
+    but nothing else of aiohttp's request: ``answer()`` gives the whole response (bytes).
+
+    The connection takes it only where the answer cannot overtake another one: the request is
+    the last one of its read (module docstring, "Answers made on arrival"). Otherwise, and on a
+    connection that does not take it, ``note`` is what the answerer returned instead (for the
+    app's handler, :func:`arrival_note`), and ``answer`` is never called."""
+
+    __slots__ = ("answer", "note")
+
+    def __init__(self, note: object, answer: Callable[[], Awaitable[bytes]]) -> None:
+        self.note = note
+        self.answer = answer
+
 
 ANSWER_NOW: web.AppKey[AnswerNow] = web.AppKey("answer_now")
 """An app's synchronous answerer (module docstring, "Answers made on arrival")."""
@@ -217,6 +246,10 @@ _HANDLER_STATE = (
     "_next_keepalive_close_time",
     "_process_keepalive",
     "_paused",
+    "_reading_paused",
+    "_buffer_paused",
+    "_pause_transport_reading",
+    "_resume_transport_reading",
 )
 _HANDLER_NAMES = {
     name
@@ -227,11 +260,19 @@ ANSWERS_SUPPORTED = all(name in _HANDLER_NAMES for name in _HANDLER_STATE)
 """Whether the installed aiohttp's request handler has what :data:`ANSWER_NOW` needs."""
 
 
+# A Later whose answer failed (a bug, logged): aiohttp's answer to a failed handler, and the
+# connection is closed after it (what else the client sent cannot be answered in order).
+_SERVER_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 25\r\nConnection: close\r\n\r\n500 Internal Server Error"
+)
+
+
 class _RequestHandler(RequestHandler):
     """aiohttp's request handler, whose answer to a refused request echoes no input, and which
     offers requests to the app's :data:`ANSWER_NOW` as the parser reads them."""
 
-    __slots__ = ("_answer_now", "_note", "_peer", "_scheme")
+    __slots__ = ("_answer_now", "_held", "_holding", "_later", "_note", "_peer", "_scheme")
 
     def __init__(self, *args: Any, answer_now: AnswerNow | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -240,6 +281,11 @@ class _RequestHandler(RequestHandler):
         self._scheme = "http"
         # The answerer's note on the last request it declined: (that request's headers, note).
         self._note: tuple[CIMultiDictProxy[str], object] | None = None
+        # A Later being answered: its task, and the bytes that arrived meanwhile (held back
+        # from the parser until it is answered, reading paused while they are).
+        self._later: asyncio.Task[None] | None = None
+        self._held: bytearray | None = None
+        self._holding = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -262,8 +308,9 @@ class _RequestHandler(RequestHandler):
         waiter = self._waiter
         return waiter is not None and not waiter.done()
 
-    def _answered(self, message: Any, payload: Any) -> bool:
-        """Whether ``message`` was answered here and then (the module docstring's rules)."""
+    def _answered(self, message: Any, payload: Any, last: bool) -> bool:
+        """Whether ``message`` was answered here, then or :class:`Later` (the module
+        docstring's rules); ``last``: no other request came with it in this read."""
         answer_now = self._answer_now
         transport = self.transport
         if (
@@ -288,12 +335,22 @@ class _RequestHandler(RequestHandler):
         except Exception as exc:  # a bug: aiohttp's way answers it (a 500), and logs it again
             self.log_exception("Error answering a request on arrival", exc_info=exc)
             return False
+        if isinstance(response, Later):
+            if last:
+                self._answer_later(response)
+                return True
+            response = response.note
         if not isinstance(response, bytes):
             if response is not None:
                 self._note = (message.headers, response)
             return False
         transport.write(response)
-        # What aiohttp's start() does after a request it keeps the connection open for.
+        self._kept_alive()
+        return True
+
+    def _kept_alive(self) -> None:
+        """What aiohttp's start() does after a request it keeps the connection open for: the
+        keep-alive timer counts from now."""
         self._keepalive = True
         timeout = self._keepalive_timeout
         if timeout:
@@ -301,7 +358,64 @@ class _RequestHandler(RequestHandler):
             self._next_keepalive_close_time = close_time
             if self._keepalive_handle is None:
                 self._keepalive_handle = self._loop.call_at(close_time, self._process_keepalive)
-        return True
+
+    def _answer_later(self, later: Later) -> None:
+        """Answer ``later`` when it is ready; until then the connection is busy: what arrives
+        is held (:meth:`_hold`), and the keep-alive timer, which closes idle connections, is
+        stopped (as aiohttp's is while it handles a request)."""
+        handle = self._keepalive_handle
+        if handle is not None:
+            handle.cancel()
+            self._keepalive_handle = None
+        self._held = bytearray()
+        self._later = self._loop.create_task(self._send_later(later))
+
+    async def _send_later(self, later: Later) -> None:
+        try:
+            response: bytes | None = await later.answer()
+        except asyncio.CancelledError:
+            self._later = self._held = None
+            self.force_close()  # the loop is going away: nothing will answer it
+            raise
+        except Exception as exc:  # a bug: answered as aiohttp answers one, a 500
+            self.log_exception("Error answering a request", exc_info=exc)
+            response = None
+        self._later = None
+        held, self._held = self._held, None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the client went away meanwhile
+        if response is None:
+            transport.write(_SERVER_ERROR)
+            self.force_close()
+            return
+        transport.write(response)
+        self._kept_alive()
+        if held:
+            self.data_received(bytes(held))  # the requests that came meanwhile, in order
+        if self._holding and self._held is None:
+            self._holding = False
+            if not self._reading_paused and not self._buffer_paused:
+                self._resume_transport_reading()
+
+    def _hold(self, data: bytes) -> None:
+        """Keep ``data`` (the client's next bytes) until the :class:`Later` is answered, and
+        stop reading meanwhile: at most one read is held."""
+        if self._held is not None:
+            self._held += data
+            if data and not self._holding:
+                self._holding = True
+                self._pause_transport_reading()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 (aiohttp's)
+        """aiohttp's graceful shutdown, after the :class:`Later` being answered is sent (as
+        aiohttp waits for the request its handler is on)."""
+        later = self._later
+        if later is not None and not later.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(later)
+        await super().shutdown(timeout)
 
     def handle_error(
         self,
@@ -347,15 +461,19 @@ class _AnsweringParser:
         self._queue_size: int = getattr(handler, "_max_msg_queue_size", 0) or 0
 
     def feed_data(self, data: bytes) -> tuple[Any, Any, Any]:
-        messages, upgraded, tail = self._parser.feed_data(data)
         handler = self._handler
+        if handler is not None and handler._held is not None:
+            handler._hold(data)  # a Later is being answered: nothing is parsed meanwhile
+            return (), False, b""
+        messages, upgraded, tail = self._parser.feed_data(data)
         if not messages or handler is None:
             return messages, upgraded, tail
         if self._queue_size and len(messages) >= self._queue_size:
             return messages, upgraded, tail
         answered = 0
-        for message, payload in messages:
-            if not handler._answered(message, payload):
+        final = len(messages) - 1
+        for index, (message, payload) in enumerate(messages):
+            if not handler._answered(message, payload, index == final):
                 break
             answered += 1
             if self._consumed is not None:

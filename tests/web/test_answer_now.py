@@ -20,6 +20,7 @@ from gateway.web.handlers import Driver
 from gateway.web.protocol import ANSWERS_SUPPORTED
 from gateway.web.responses import reply_bytes
 from tests.conftest import AccessCapture, free_port
+from tests.service.processes import eventually
 from tests.web.conftest import Stack, StartStack
 
 PLAIN = "paywall_session=demo-session-plain"
@@ -138,14 +139,14 @@ async def test_a_cached_decision_is_answered_on_arrival_and_recorded_once(
     await client.send(auth_request())
     first = await client.response()
     assert b"X-Paywall-Cache: miss" in first
-    assert slow_way == ["/_paywall/auth"]  # a miss awaits the platform: aiohttp's way
+    assert slow_way == []  # a miss awaits the platform, then is answered: not aiohttp's way
     for _ in range(20):
         await client.send(auth_request())
         answer = await client.response()
         assert status_of(answer) == 200
         assert b"X-Paywall-Cache: hit\r\n" in answer
         assert b"X-Paywall-Customer-Id: 100001\r\n" in answer
-    assert slow_way == ["/_paywall/auth"]
+    assert slow_way == []
     assert (
         stack.metrics.value(
             "paywall_requests_total", {"mode": "auth_request", "outcome": "granted"}
@@ -190,12 +191,12 @@ async def test_the_bytes_are_those_aiohttp_sends(
     ]
     _stack, port = await auth_stack(start_stack)
     on_arrival = await _bytes_of(port, requests, connect)
-    assert len(slow_way) == 2  # the two misses only
+    assert slow_way == []  # the two misses were answered later, the rest on arrival
     # Connections opened from now on send everything through aiohttp: same server, same
     # caches (so the misses are hits now).
     monkeypatch.setattr(protocol, "ANSWERS_SUPPORTED", False)
     through_aiohttp = await _bytes_of(port, requests, connect)
-    assert len(slow_way) == 2 + len(requests)
+    assert len(slow_way) == len(requests)
     for mine, theirs in zip(on_arrival, through_aiohttp, strict=True):
         assert mine.replace(b"X-Paywall-Cache: miss", b"X-Paywall-Cache: hit") == theirs
 
@@ -247,7 +248,8 @@ async def test_what_is_not_offered_goes_aiohttps_way(
     assert status_of(answer) == 200
     assert b"X-Paywall-Cache: hit" in answer
     assert slow_way == ["/_paywall/auth"]
-    assert await client.closed(within=0.5) is closes
+    # A close is waited for generously (a loaded machine); staying open is watched for 0.5 s.
+    assert await client.closed(within=5.0 if closes else 0.5) is closes
 
 
 async def test_keep_alive_timer_moves_on_with_answers_and_closes_an_idle_connection(
@@ -255,15 +257,17 @@ async def test_keep_alive_timer_moves_on_with_answers_and_closes_an_idle_connect
 ) -> None:
     stack, port = await auth_stack(start_stack)
     server = stack.gateway.runner.server  # type: ignore[union-attr]
-    server._kwargs["keepalive_timeout"] = 0.4  # connections made from now on
+    # A second: each pause below leaves 0.7 s of headroom for a loaded machine, and their sum
+    # outlasts the timeout, so a timer that did not move on would have closed the connection.
+    server._kwargs["keepalive_timeout"] = 1.0  # connections made from now on
     client = await connect(port)
     await client.send(auth_request())
     await client.response()
-    for _ in range(6):  # 1.2 s of answers on arrival, each well within the timeout
-        await asyncio.sleep(0.2)
+    for _ in range(5):  # 1.5 s of answers on arrival, each well within the timeout
+        await asyncio.sleep(0.3)
         await client.send(auth_request())
         assert b"X-Paywall-Cache: hit" in await client.response()
-    assert await client.closed(within=1.5)  # idle: closed after about 0.4 s
+    assert await client.closed(within=4.0)  # idle: closed after about 1 s
 
 
 async def test_a_failure_on_arrival_leaves_the_request_to_aiohttps_way(
@@ -285,7 +289,7 @@ async def test_a_failure_on_arrival_leaves_the_request_to_aiohttps_way(
     await client.send(auth_request())
     answer = await client.response()
     assert status_of(answer) == 200  # aiohttp's way answered it, on the same connection
-    assert slow_way == ["/_paywall/auth", "/_paywall/auth"]
+    assert slow_way == ["/_paywall/auth"]
 
 
 async def test_while_writing_is_paused_requests_go_aiohttps_way(
@@ -299,7 +303,11 @@ async def test_while_writing_is_paused_requests_go_aiohttps_way(
     handler.pause_writing()  # what the transport does at its high water mark
     slow_way.clear()
     await client.send(auth_request())
-    await asyncio.sleep(0.2)
+
+    async def taken() -> bool:
+        return bool(slow_way)
+
+    await eventually(taken, within=5.0)  # polled: a fixed pause may be too short under load
     assert slow_way == ["/_paywall/auth"]
     handler.resume_writing()
     assert b"X-Paywall-Cache: hit" in await client.response()
