@@ -15,7 +15,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -56,6 +56,15 @@ def old_line(
     fields["duration_ms"] = round(duration * 1000, 3)
     record.fields = fields
     return formatter.format(record)
+
+
+def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``within`` seconds (a loaded machine may
+    start or schedule the writer thread late, so no fixed pause is long enough)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within} s"
+        time.sleep(0.01)
 
 
 def written(stream: io.StringIO) -> list[str]:
@@ -256,9 +265,11 @@ class CountingStream(io.StringIO):
 
 def test_one_write_per_batch() -> None:
     stream = CountingStream()
-    writer = AccessLog(redactor(), stream, interval=0.2)
+    # No timed round while the test logs (a stalled test thread would see one): the first
+    # line is written at once, the batch by close().
+    writer = AccessLog(redactor(), stream, interval=60.0)
     writer.log(*GRANTED, 0.001)  # starts the writer, which writes it at once
-    time.sleep(0.1)
+    until(lambda: stream.writes == 1)
     for _ in range(500):
         writer.log(*GRANTED, 0.001)
     writer.close()
@@ -321,13 +332,11 @@ def test_an_idle_writer_wakes_for_the_next_line(monkeypatch: pytest.MonkeyPatch)
     stream = io.StringIO()
     writer = AccessLog(redactor(), stream, interval=0.01)
     writer.log(*GRANTED, 0.001)
+    until(lambda: len(written(stream)) == 1)
     time.sleep(0.3)  # long idle: the writer waits for a line, not for a timer
     assert len(written(stream)) == 1
     writer.log(*GRANTED, 0.001)
-    deadline = time.monotonic() + 5
-    while len(written(stream)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(written(stream)) == 2
+    until(lambda: len(written(stream)) == 2)
     writer.close()
 
 
@@ -378,7 +387,7 @@ def test_a_stuck_stream_never_blocks_a_request_and_drops_are_counted(
     max_lines, total = 500, 20_000
     writer = AccessLog(redactor(), stuck_pipe.stream, interval=0.01, max_lines=max_lines)
     writer.log("GET", "/first", 200, "public", "public", "none", None, "::1", 0.001)
-    time.sleep(0.2)  # the writer is now stuck writing /first
+    until(lambda: writer.waiting == 0)  # the writer took /first: it is stuck writing it
     started = time.monotonic()
     for i in range(total - 1):
         writer.log("GET", f"/{i}", 200, "public", "public", "none", None, "::1", 0.001)

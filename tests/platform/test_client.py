@@ -697,7 +697,10 @@ async def test_cancellation_propagates(make_client: MakeClient) -> None:
 async def test_tokens_never_in_errors_or_logs(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture, script: Any
 ) -> None:
-    client, platform = make_client(reply(200), request_timeout=0.05)
+    # Only the hanging platform needs a short timeout; a real reply must arrive within it, on
+    # a loaded machine too, or the error under test would be a timeout instead.
+    timeout = 0.05 if script == "hang" else 2.0
+    client, platform = make_client(reply(200), request_timeout=timeout)
     platform.script[:] = [platform.hang()] if script == "hang" else script
     caplog.set_level(logging.DEBUG)
     for call in (

@@ -127,7 +127,8 @@ async def test_injected_failures_are_counted(make_client: ClientFactory) -> None
 
 
 async def test_a_request_counts_once_answered(make_client: ClientFactory) -> None:
-    client = await make_client(SandboxOptions(latency=0.3))
+    # The latency must outlast the pause and the counter's own request on a loaded machine.
+    client = await make_client(SandboxOptions(latency=1.0))
     url = f"{API}/sessions/validate?sessionToken=demo-session-plain"
     pending = [asyncio.create_task(client.get(url)) for _ in range(25)]
     await asyncio.sleep(0.1)

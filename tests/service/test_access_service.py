@@ -242,9 +242,11 @@ async def test_invalidation_during_a_fetch_is_not_lost(start: Start) -> None:
     setup = await start()
     await setup.check("/archive/a", session="demo-session-plain")  # the session is cached
     assert setup.calls("has_access") == 1
-    setup.app[STATE].options.latency = 0.2
+    # A second of latency: the invalidation below must come while the answer is on its way,
+    # on a loaded machine too.
+    setup.app[STATE].options.latency = 1.0
     before = asyncio.create_task(setup.check("/premium/a", session="demo-session-plain"))
-    await asyncio.sleep(0.05)  # the fetch is in flight (latency 0.2 s)
+    await asyncio.sleep(0.05)  # the fetch is in flight (latency 1 s)
     await setup.service.invalidate_customer("100001", source="callback")
     after = asyncio.create_task(setup.check("/premium/a", session="demo-session-plain"))
     first, second = await asyncio.gather(before, after)

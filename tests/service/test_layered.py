@@ -109,7 +109,7 @@ async def test_a_redis_that_hangs_is_bounded_by_the_timeout() -> None:
         assert await cache.get("k") is None
         await cache.set("k", entry(clock, 1))
         elapsed = time.perf_counter() - started
-        assert elapsed < 0.5
+        assert elapsed < 1.0  # two timeouts of 0.05 s, with headroom for a loaded machine
         assert errors == ["get", "set"]
     finally:
         for writer in accepted:

@@ -545,7 +545,7 @@ async def test_a_redis_that_hangs_is_bounded_by_the_timeout() -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert await chained(sessions, access) == (None, None)
-        assert loop.time() - started < 0.5
+        assert loop.time() - started < 1.0  # timeouts of 0.05 s, headroom for a loaded machine
         assert errors == ["get", "get"]
     finally:
         for writer in accepted:

@@ -43,17 +43,23 @@ async def test_a_second_gateway_is_answered_from_redis(
     assert calls == 0  # session and access answer both came from Redis
     assert other.app[RUNTIME].readiness()[1]["redis"] == "ok"
 
-    # An invalidation in the first gateway reaches the second's L1 (pub/sub) within a second.
+    # An invalidation in the first gateway reaches the second's L1 (pub/sub): its next answer
+    # asks the platform again (polled, not a fixed pause, for a loaded machine).
     await stack.gateway.app[RUNTIME].service.invalidate_customer("100001", "admin")
-    await asyncio.sleep(0.3)
-    async with stack.http.get(other.make_url("/premium/story"), headers=PLAIN) as response:
-        assert response.status == 200
-    assert (
-        other_metrics.value(
-            "paywall_platform_requests_total", {"endpoint": "has_access", "status": "200"}
-        )
-        == 1
-    )
+
+    def asked() -> float:
+        labels = {"endpoint": "has_access", "status": "200"}
+        return other_metrics.value("paywall_platform_requests_total", labels)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2.0
+    while True:
+        async with stack.http.get(other.make_url("/premium/story"), headers=PLAIN) as response:
+            assert response.status == 200
+        if asked() or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert asked() == 1
 
 
 async def test_redis_down_changes_nothing_for_visitors(start_stack: StartStack) -> None:
