@@ -102,6 +102,11 @@ def create_upstream_session(options: ProxyOptions) -> aiohttp.ClientSession:
     )
 
 
+WHOLE_BODY = 64 * 1024
+"""Upstream answers with a Content-Length up to this many bytes are read whole and relayed in
+one write; longer ones, and those without a length, are streamed as they come."""
+
+
 class UpstreamProxy:
     """Relays allowed requests to the upstream; one per gateway, shared by every request.
 
@@ -188,6 +193,25 @@ class UpstreamProxy:
                 reason=upstream.reason,
                 headers=self.response_headers(upstream.headers, private=private),
             )
+            length = upstream.content_length
+            if length is not None and length <= WHOLE_BODY:
+                # Small and of known length: read whole, then sent with the head in one write
+                # (one await and one write instead of a streaming loop). An upstream that
+                # stalls or fails before its body is complete is a 504 or a 502: nothing was
+                # sent yet, so the visitor gets an answer instead of a cut connection.
+                try:
+                    whole = await upstream.read()
+                except TimeoutError:
+                    log.warning("upstream timed out mid-body: %s %s", request.method, path)
+                    return error_response(
+                        request, 504, "The upstream server did not answer in time."
+                    )
+                except (aiohttp.ClientError, OSError) as broken:
+                    log.warning("upstream failed mid-body: %s %s: %r", request.method, path, broken)
+                    return error_response(request, 502, "The upstream server is not reachable.")
+                await response.prepare(request)
+                await response.write_eof(whole)
+                return response
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_any():

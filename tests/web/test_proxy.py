@@ -136,6 +136,8 @@ async def dies_midway(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
     if "length" in request.query:
         response.content_length = 1_000_000
+    if "small" in request.query:  # relayed whole by the gateway (proxy.WHOLE_BODY)
+        response.content_length = 10_000
     await response.prepare(request)
     await response.write(b"x" * 1000)
     await asyncio.sleep(0.05)
@@ -561,6 +563,28 @@ async def test_upstream_dying_mid_body_aborts_client(
             assert response.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await response.read()
+
+
+async def test_upstream_dying_mid_small_body_is_a_502(make_gateway: GatewayFactory) -> None:
+    # A small answer of known length is read whole before anything is sent: its failure is
+    # still the gateway's to answer, and the visitor never sees a truncated page.
+    client = await make_gateway()
+    async with asyncio.timeout(5):
+        async with client.get("/dies?small=1") as response:
+            assert response.status == 502
+            assert "not reachable" in await response.text()
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_536, 65_537, 300_000])
+async def test_bodies_around_the_whole_body_limit_arrive_exactly(
+    make_gateway: GatewayFactory, size: int
+) -> None:
+    client = await make_gateway()
+    async with client.get(f"/big?size={size}&length=1") as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(size)
+        body = await response.read()
+    assert body == (CHUNK * (size // len(CHUNK) + 1))[:size]
 
 
 async def test_expect_100_continue(make_gateway: GatewayFactory) -> None:
