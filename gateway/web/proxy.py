@@ -2,10 +2,11 @@
 
 :class:`UpstreamProxy` takes a request the gateway already decided to let through, plus the
 ``X-Paywall-*`` headers that carry the decision, and relays it: bodies are streamed both ways
-with bounded memory, hop-by-hop headers are dropped both ways, client-supplied ``X-Paywall-*``
-and (from untrusted peers) ``X-Forwarded-*`` headers never reach the upstream, and the visitor's
-session credentials stay at the gateway unless configured otherwise. WebSocket upgrades are
-proxied frame by frame.
+with bounded memory (an answer of at most :data:`WHOLE_BODY` bytes with a Content-Length is
+read whole and sent in one write), hop-by-hop headers are dropped both ways, client-supplied
+``X-Paywall-*`` and (from untrusted peers) ``X-Forwarded-*`` headers never reach the upstream,
+and the visitor's session credentials stay at the gateway unless configured otherwise.
+WebSocket upgrades are proxied frame by frame.
 
 The upstream session must not decompress (the visitor gets the upstream's bytes, with their
 ``Content-Encoding``), must not keep cookies (it serves every visitor) and must not follow
@@ -152,7 +153,8 @@ class UpstreamProxy:
         is forwarded exactly as given. The query string is the visitor's, minus the transfer
         token. ``paywall_headers`` are added after every client-supplied ``X-Paywall-*`` header
         has been removed. Upstream unreachable is a 502, upstream too slow to answer a 504; an
-        upstream that fails after its headers were relayed aborts the visitor's connection.
+        upstream that fails after its headers were relayed aborts the visitor's connection (a
+        small answer of known length, read whole first, is a 502 or 504 then).
         ``private``: the answer was granted to this visitor only (paid content), so no shared
         cache in front of the gateway may store it (:func:`private_cache_control`).
         """
