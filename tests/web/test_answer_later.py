@@ -17,8 +17,7 @@ from aiohttp import web
 
 from gateway.web import protocol
 from gateway.web.protocol import Later
-from tests.conftest import free_port
-from tests.web.test_answer_now import Connection, status_of
+from tests.web.test_answer_now import Connection, answering_server, status_of
 
 
 def get(target: str, *extra: str) -> bytes:
@@ -79,13 +78,7 @@ async def app() -> AsyncIterator[App]:
         state.handled.append((request.raw_path, protocol.arrival_note(request)))
         return web.Response(text=f"handled {request.raw_path}")
 
-    application = web.Application()
-    application[protocol.ANSWER_NOW] = answerer
-    application[protocol.DIRECT_HANDLER] = handler
-    runner = protocol.GatewayRunner(application)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await answering_server(answerer, handler)
     state = App(port, runner)
     try:
         yield state

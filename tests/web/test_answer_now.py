@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -117,6 +117,22 @@ async def cached(
     await client.send(auth_request())
     await client.response()
     return stack, client
+
+
+async def answering_server(
+    answerer: protocol.AnswerNow,
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> tuple[protocol.GatewayRunner, int]:
+    """A listener of the gateway's runner for an app of the test's own: ``answerer`` offered
+    each request on arrival, ``handler`` the rest (aiohttp's way). The caller cleans it up."""
+    app = web.Application()
+    app[protocol.ANSWER_NOW] = answerer
+    app[protocol.DIRECT_HANDLER] = handler
+    runner = protocol.GatewayRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
 
 
 def status_of(response: bytes) -> int:
@@ -382,13 +398,7 @@ async def test_a_note_on_a_declined_request_reaches_that_requests_handler_once(
         )
         return web.Response(text="ok")
 
-    app = web.Application()
-    app[protocol.ANSWER_NOW] = answerer
-    app[protocol.DIRECT_HANDLER] = handler
-    runner = protocol.GatewayRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await answering_server(answerer, handler)
     try:
         client = await connect(port)
 
