@@ -36,7 +36,7 @@ from gateway.http.forward import (
 )
 from gateway.http.forwarded import TrustedProxies
 from gateway.web.bodies import limited_body
-from gateway.web.responses import error_response
+from gateway.web.responses import UPSTREAM_TIMED_OUT, UPSTREAM_UNREACHABLE, error_response
 from gateway.web.websocket import is_websocket_upgrade, relay_websocket
 
 __all__ = [
@@ -182,12 +182,12 @@ class UpstreamProxy:
             )
         except TimeoutError:
             log.warning("upstream timed out: %s %s", request.method, path)
-            return error_response(request, 504, "The upstream server did not answer in time.")
+            return error_response(request, 504, UPSTREAM_TIMED_OUT)
         except (aiohttp.ClientError, OSError) as exc:
             if body_state[0]:
                 return error_response(request, 413, "The request body is too large.")
             log.warning("upstream unreachable: %s %s: %r", request.method, path, exc)
-            return error_response(request, 502, "The upstream server is not reachable.")
+            return error_response(request, 502, UPSTREAM_UNREACHABLE)
 
         async with upstream:
             response = web.StreamResponse(
@@ -205,12 +205,10 @@ class UpstreamProxy:
                     whole = await upstream.read()
                 except TimeoutError:
                     log.warning("upstream timed out mid-body: %s %s", request.method, path)
-                    return error_response(
-                        request, 504, "The upstream server did not answer in time."
-                    )
+                    return error_response(request, 504, UPSTREAM_TIMED_OUT)
                 except (aiohttp.ClientError, OSError) as broken:
                     log.warning("upstream failed mid-body: %s %s: %r", request.method, path, broken)
-                    return error_response(request, 502, "The upstream server is not reachable.")
+                    return error_response(request, 502, UPSTREAM_UNREACHABLE)
                 await response.prepare(request)
                 await response.write_eof(whole)
                 return response

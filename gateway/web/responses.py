@@ -28,6 +28,11 @@ _ERROR_CODES = {
 }
 
 
+# What a visitor is told when the upstream fails them (proxy mode, WebSocket relays).
+UPSTREAM_TIMED_OUT = "The upstream server did not answer in time."
+UPSTREAM_UNREACHABLE = "The upstream server is not reachable."
+
+
 def error_response(request: web.Request, status: int, message: str) -> web.Response:
     error = _ERROR_CODES.get(status, "upstream_error")
     return reply_response(

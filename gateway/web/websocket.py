@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.http.forward import connection_tokens
-from gateway.web.responses import error_response
+from gateway.web.responses import UPSTREAM_TIMED_OUT, UPSTREAM_UNREACHABLE, error_response
 
 __all__ = ["is_websocket_upgrade", "relay_websocket"]
 
@@ -77,9 +77,9 @@ async def relay_websocket(
             request, status, "The upstream server refused the WebSocket connection."
         )
     except TimeoutError:
-        return error_response(request, 504, "The upstream server did not answer in time.")
+        return error_response(request, 504, UPSTREAM_TIMED_OUT)
     except (aiohttp.ClientError, OSError):
-        return error_response(request, 502, "The upstream server is not reachable.")
+        return error_response(request, 502, UPSTREAM_UNREACHABLE)
 
     async with upstream_ws:
         client_ws = web.WebSocketResponse(
