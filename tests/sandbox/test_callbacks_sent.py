@@ -17,6 +17,7 @@ from gateway.sandbox.model import SandboxData
 from gateway.sandbox.state import STATE
 from tests.conftest import free_port
 from tests.sandbox.conftest import API, ClientFactory
+from tests.service.processes import eventually
 
 TOKEN = "sim-token"
 AUTH = {"X-plenigo-token": TOKEN}
@@ -203,15 +204,13 @@ async def test_a_failing_receiver_gets_the_callback_again(
     receiver.statuses = [503, 503]
     client = await simulator(make_client, receiver.url, callback_backoff=0.01)
     assert (await client.post("/_sandbox/customers/100001/block", headers=AUTH)).status == 200
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while True:  # as a test of another process would: poll the listing
-        listed = await deliveries(client)
-        if listed["pending"] == 0 or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.01)
+
+    async def delivered() -> bool:  # as a test of another process would: poll the listing
+        return (await deliveries(client))["pending"] == 0
+
+    await eventually(delivered, within=10)
     assert len(receiver.posts) == 3
-    [delivery] = listed["deliveries"]
+    [delivery] = (await deliveries(client))["deliveries"]
     assert (delivery["status"], delivery["attempts"], delivery["lastStatus"]) == ("sent", 3, 200)
 
 

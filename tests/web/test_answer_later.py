@@ -102,6 +102,14 @@ async def connect(app: App) -> AsyncIterator[Callable[[], Awaitable[Connection]]
         writer.close()
 
 
+async def waiting(app: App, connect: Callable[[], Awaitable[Connection]]) -> Connection:
+    """A connection whose request ``/later/1`` is being answered later (not released yet)."""
+    client = await connect()
+    await client.send(get("/later/1"))
+    await app.started("/later/1")
+    return client
+
+
 def body_of(response: bytes) -> bytes:
     return response.partition(b"\r\n\r\n")[2]
 
@@ -118,9 +126,7 @@ async def nothing_yet(client: Connection) -> bool:
 async def test_requests_sent_meanwhile_are_answered_after_it_in_order(
     app: App, connect: Callable[[], Awaitable[Connection]]
 ) -> None:
-    client = await connect()
-    await client.send(get("/later/1"))
-    await app.started("/later/1")
+    client = await waiting(app, connect)
     # Each of these alone would be answered at once (on arrival, later, aiohttp's way).
     await client.send(get("/now/2"))
     await client.send(get("/later/3") + get("/other/4"))
@@ -154,9 +160,7 @@ async def test_requests_sent_meanwhile_are_answered_after_it_in_order(
 async def test_a_client_that_keeps_sending_is_read_no_further(
     app: App, connect: Callable[[], Awaitable[Connection]]
 ) -> None:
-    client = await connect()
-    await client.send(get("/later/1"))
-    await app.started("/later/1")
+    client = await waiting(app, connect)
     (handler,) = app.runner.server.connections  # type: ignore[union-attr]
     flood = get("/now/x") * 8_000  # about 360 kB: more than one read
     client.writer.write(flood)
@@ -183,9 +187,7 @@ async def test_an_answer_that_fails_is_a_500_and_the_connection_closes(
     app: App, connect: Callable[[], Awaitable[Connection]], caplog: pytest.LogCaptureFixture
 ) -> None:
     app.fail = True
-    client = await connect()
-    await client.send(get("/later/1"))
-    await app.started("/later/1")
+    client = await waiting(app, connect)
     app.gate("/later/1").set()
     answer = await client.response()
     assert status_of(answer) == 500
@@ -198,9 +200,7 @@ async def test_an_answer_that_fails_is_a_500_and_the_connection_closes(
 async def test_a_client_that_goes_away_meanwhile_gets_nothing_and_nothing_fails(
     app: App, connect: Callable[[], Awaitable[Connection]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await connect()
-    await client.send(get("/later/1"))
-    await app.started("/later/1")
+    client = await waiting(app, connect)
     client.writer.close()
     await asyncio.sleep(0.1)
     app.gate("/later/1").set()
@@ -215,9 +215,7 @@ async def test_a_client_that_goes_away_meanwhile_gets_nothing_and_nothing_fails(
 async def test_a_graceful_shutdown_sends_it_first(
     app: App, connect: Callable[[], Awaitable[Connection]]
 ) -> None:
-    client = await connect()
-    await client.send(get("/later/1"))
-    await app.started("/later/1")
+    client = await waiting(app, connect)
     cleanup = asyncio.create_task(app.runner.cleanup())
     await asyncio.sleep(0.3)
     assert not cleanup.done()  # waiting for the answer, as for a request in progress
@@ -234,9 +232,7 @@ async def test_the_keep_alive_timer_waits_for_it_then_closes_an_idle_connection(
     server = app.runner.server
     assert server is not None
     server._kwargs["keepalive_timeout"] = 0.3  # connections made from now on
-    client = await connect()
-    await client.send(get("/later/1"))
-    await app.started("/later/1")
+    client = await waiting(app, connect)
     await asyncio.sleep(0.8)  # well past the timeout: the connection is busy, not idle
     app.gate("/later/1").set()
     assert body_of(await client.response()) == b"later /later/1"

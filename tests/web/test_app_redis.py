@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import redis.asyncio as redis
@@ -11,6 +10,7 @@ from aiohttp.test_utils import TestServer
 from gateway.metrics import Metrics
 from gateway.web.app import RUNTIME, create_app
 from tests.conftest import free_port
+from tests.service.processes import eventually
 from tests.web.conftest import Stack, StartStack
 
 PLAIN = {"Cookie": "paywall_session=demo-session-plain"}
@@ -51,14 +51,12 @@ async def test_a_second_gateway_is_answered_from_redis(
         labels = {"endpoint": "has_access", "status": "200"}
         return other_metrics.value("paywall_platform_requests_total", labels)
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 2.0
-    while True:
+    async def asked_again() -> bool:
         async with stack.http.get(other.make_url("/premium/story"), headers=PLAIN) as response:
             assert response.status == 200
-        if asked() or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.02)
+        return asked() > 0
+
+    await eventually(asked_again, within=2.0)
     assert asked() == 1
 
 
