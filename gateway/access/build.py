@@ -124,7 +124,7 @@ def build_access_service(
             bus.register(generations)
         batcher = GetBatcher(redis_client)  # the lookups of one loop tick: one MGET
         # A session and the access answer after it in one round trip (None on a Cluster).
-        chain = chain_reader(redis_client)
+        chain = chain_reader(redis_client, timeout=guard.timeout)
 
         def layered(
             l1: MemoryCache[T], namespace: str, codec: EntryCodec[T], life: float

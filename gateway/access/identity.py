@@ -170,6 +170,40 @@ class IdentityResolver:
             return await self._session(credentials.session_token, then)
         return None
 
+    def resolve_soon(
+        self,
+        credentials: Credentials,
+        *,
+        then: CompanionLookup[Any],
+        done: Callable[[SessionPeek | None], None],
+    ) -> bool:
+        """:meth:`resolve` of a session that this process's memory does not hold, without a
+        task: reads the session's validation with ``then``'s entry in one round trip and
+        returns True; ``done`` then gets, on the loop, the valid session's identity (with the
+        tier that answered, counted by :meth:`count_hit` once the caller answers from it), or
+        None when only :meth:`resolve` can tell: no fresh valid entry in Redis (a miss, a
+        rejected session, one in its refresh window), or a read that failed. Nothing is counted
+        or started then, so the :meth:`resolve` that follows counts the request once. False,
+        and nothing started, for anything else than a session token alone, or a session cache
+        that cannot read that way."""
+        token = credentials.session_token
+        chaining = self._chaining
+        if credentials.transfer_token or not token or chaining is None:
+            return False
+        key = token_key("session", token)
+
+        def answered(known: bool, entry: CacheEntry[str | None] | None) -> None:
+            if not known or entry is None or entry.value is None:
+                done(None)
+                return
+            now = self._clock()
+            if now >= entry.fresh_until - self._refresh_ahead or now >= entry.fresh_until:
+                done(None)  # past or close to its end: resolve() answers, and refreshes it
+                return
+            done(SessionPeek(Identity(entry.value), entry.tier))
+
+        return chaining.get_chained_soon(key, customer_id=key, then=then, done=answered)
+
     async def _exchange(self, transfer_token: str) -> str | None:
         async def exchange() -> str | None:
             try:

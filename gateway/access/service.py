@@ -16,12 +16,13 @@ middleware's worker threads: the answers that need nothing but this process's me
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from gateway.access.cached import CachedAccess
-from gateway.access.identity import Identity, IdentityResolver
+from gateway.access.identity import Identity, IdentityResolver, SessionPeek
 from gateway.access.outcome import (
     AccessOutcome,
     AccessRequest,
@@ -223,6 +224,71 @@ class AccessService:
             return INVALID_CREDENTIAL_OUTCOME
         return await self._decide(identity, rule, rule_key, then)
 
+    def check_soon(self, request: AccessRequest) -> asyncio.Future[AccessOutcome]:
+        """:meth:`check`'s verdict as a future, for a request :meth:`peek` could not answer.
+
+        The usual case of a shared tier, a session and its access answer that only Redis
+        holds (an L2-only hit), is answered without a task: the session's validation and the
+        access answer are read in one round trip, batched with the other lookups of the
+        event-loop tick (:meth:`IdentityResolver.resolve_soon`), and decided in the batch's
+        callback, with the metrics, L1 copies and outcome :meth:`check` gives. Anything else
+        (no shared tier, a miss, an entry in its refresh window or past its end, a Redis
+        failure, a transfer token) is :meth:`check` itself, run as a task: the lane records
+        nothing before it knows it can answer, so the request is counted once either way."""
+        match = self._routes.match(request.method, request.path)
+        rule = match.rule
+        companions = self._companions
+        if match.kind is not RouteKind.PROTECTED or rule is None or companions is None:
+            return asyncio.ensure_future(self.check(request))
+        rule_key = self._rule_key(rule)
+        then = companions.companion(f":{rule_key}")
+        if then is None:
+            return asyncio.ensure_future(self.check(request))
+        outcome: asyncio.Future[AccessOutcome] = asyncio.get_running_loop().create_future()
+        lookup = then
+
+        def resolved(peeked: SessionPeek | None) -> None:
+            try:
+                if peeked is not None:
+                    decided = self._decide_soon(peeked, lookup, rule, rule_key)
+                    if decided is not None:
+                        if not outcome.done():
+                            outcome.set_result(decided)
+                        return
+                _follow(outcome, asyncio.ensure_future(self.check(request)))
+            except Exception as exc:  # a bug: the request's answer fails, not the batch
+                if not outcome.done():
+                    outcome.set_exception(exc)
+
+        if not self._identity.resolve_soon(request.credentials, then=then, done=resolved):
+            return asyncio.ensure_future(self.check(request))
+        return outcome
+
+    def _decide_soon(
+        self,
+        peeked: SessionPeek,
+        then: CompanionLookup[CachedAccess],
+        rule: AccessRule,
+        rule_key: str,
+    ) -> AccessOutcome | None:
+        """:meth:`_decide` for a session answered by :meth:`IdentityResolver.resolve_soon`,
+        when ``then`` holds the access answer fresh and outside its refresh window (counting
+        both hits); None, having counted nothing, when only :meth:`check` can tell."""
+        identity = peeked.identity
+        if identity is None:
+            return None
+        customer_id = identity.customer_id
+        known, entry = then.take(f"{customer_id}:{rule_key}", customer_id=customer_id)
+        if not known or entry is None:
+            return None
+        now = self._clock()
+        if now >= entry.fresh_until or now >= entry.fresh_until - self._refresh_ahead:
+            return None
+        decision = entry.value.decide(rule, now, self._policy)
+        self._identity.count_hit(peeked)
+        self._metrics.cache_lookup("access", "hit", entry.tier)
+        return _answer(decision, identity, "hit", decision.stable_until, now)
+
     async def login(self, transfer_token: str) -> Identity | None:
         """Exchange a transfer token for a session: the identity, or None if the token is not
         valid (used, expired, unknown). Raises :class:`PlatformUnavailable`."""
@@ -378,6 +444,22 @@ class AccessService:
                 f"{rule.require}:{','.join(sorted(rule.access_right_ids))}"
             )
         return key
+
+
+def _follow(outcome: asyncio.Future[AccessOutcome], check: asyncio.Future[AccessOutcome]) -> None:
+    """``outcome`` gets what ``check`` gives."""
+
+    def copy(done: asyncio.Future[AccessOutcome]) -> None:
+        if outcome.done():
+            return
+        if done.cancelled():
+            outcome.cancel()
+        elif (failure := done.exception()) is not None:
+            outcome.set_exception(failure)
+        else:
+            outcome.set_result(done.result())
+
+    check.add_done_callback(copy)
 
 
 def _answer(

@@ -17,6 +17,7 @@ Only protocols here: the access service and the identity resolver know no tier.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from gateway.store.cache import CacheEntry
@@ -31,6 +32,12 @@ class CompanionLookup(Protocol[T]):
     async def get(self, key: str, *, customer_id: str) -> CacheEntry[T] | None:
         """What the cache's ``get(key, customer_id=customer_id)`` answers, without asking the
         shared tier again when the session's read brought the answer along."""
+        ...
+
+    def take(self, key: str, *, customer_id: str) -> tuple[bool, CacheEntry[T] | None]:
+        """(True, what :meth:`get` answers) when that needs no awaiting (this process's memory,
+        or the session's read brought it along); else (False, None), and only :meth:`get` can
+        tell. Either way the lookup is used up."""
         ...
 
     def discard(self) -> None:
@@ -58,4 +65,18 @@ class ChainingCache(Protocol[T]):
     ) -> CacheEntry[T] | None:
         """``get(key, customer_id=customer_id)``; when its answer names a customer, it may also
         fetch ``then``'s entry for that customer in the same round trip."""
+        ...
+
+    def get_chained_soon(
+        self,
+        key: str,
+        *,
+        customer_id: str,
+        then: CompanionLookup[Any],
+        done: Callable[[bool, CacheEntry[T] | None], None],
+    ) -> bool:
+        """:meth:`get_chained` handed to a callback, without a task: True when the read was
+        started, and ``done(True, entry)`` then gets :meth:`get_chained`'s answer on the loop,
+        or ``done(False, None)`` when only :meth:`get_chained` can tell; False, and nothing
+        started, when it cannot be read that way."""
         ...

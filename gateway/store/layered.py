@@ -42,6 +42,7 @@ from gateway.store.bus import ALL
 from gateway.store.cache import CacheEntry, Generation, MemoryCache
 from gateway.store.companion import CompanionLookup
 from gateway.store.redis_cache import Prefetched, RedisCache
+from gateway.store.redis_chain import ChainAnswer
 from gateway.store.redis_guard import FAILURES, RedisGuard
 from gateway.store.singleflight import SingleFlight
 
@@ -62,8 +63,16 @@ class Companion(Generic[T]):
         self._chained: _Chained | None = None
 
     async def get(self, key: str, *, customer_id: str) -> CacheEntry[T] | None:
+        known, entry = self.take(key, customer_id=customer_id)
+        if known:
+            return entry
+        return await self._cache._from_l2(key, customer_id)
+
+    def take(self, key: str, *, customer_id: str) -> tuple[bool, CacheEntry[T] | None]:
+        """(True, what :meth:`get` answers) when L1 or the session's read has it, without
+        awaiting; (False, None) when only :meth:`get` can tell (it asks Redis)."""
         chained, self._chained = self._chained, None
-        return await self._cache._follow(key, customer_id, chained)
+        return self._cache._follow(key, customer_id, chained)
 
     def discard(self) -> None:
         self._chained = None
@@ -127,27 +136,75 @@ class LayeredCache(Generic[T]):
             then._offer(chained)
         return self._answer(key, entry, changes, customer_id)
 
+    def get_chained_soon(
+        self,
+        key: str,
+        *,
+        customer_id: str,
+        then: CompanionLookup[Any],
+        done: Callable[[bool, CacheEntry[T] | None], None],
+    ) -> bool:
+        """:meth:`get_chained` without a task or an awaiting caller, for an entry L1 does not
+        hold: starts the one-round-trip read of both entries and returns True; ``done(True,
+        entry)`` is then called on the loop with what :meth:`get_chained` would answer (the
+        follow-up offered to ``then`` in the same way), or ``done(False, None)`` when only
+        :meth:`get_chained` can tell: the read failed (not counted: the caller asks again,
+        through the guard), or the entry needs another read. False, and nothing started, when
+        it cannot read that way: L1 holds the entry, L2 cannot chain to ``then``'s cache, an
+        epoch is not known in memory, or Redis failed lately (the guard is not "ok": every
+        read then goes through the guard's breaker)."""
+        if not isinstance(then, Companion) or self._guard.state != "ok":
+            return False
+        l2, cache = self._l2, then._cache
+        then_l2 = cache._l2
+        if not l2.chains_with(then_l2) or self._l1.peek(key, customer_id=customer_id) is not None:
+            return False
+        suffix = then.suffix
+        lookup = l2.chain_lookup(key, customer_id=customer_id, then=then_l2, suffix=suffix)
+        if lookup is None:
+            return False
+        changes, then_changes = l2.changes, then_l2.changes
+        guard = self._guard
+
+        def answered(answer: ChainAnswer | Exception) -> None:
+            if isinstance(answer, Exception):
+                done(False, None)
+                return
+            guard.succeeded()
+            found = l2.chained(answer, then_l2)
+            if found is None:
+                done(False, None)
+                return
+            entry, prefetched = found
+            if prefetched is not None:
+                then._offer(_Chained(cache, suffix, prefetched, then_changes))
+            done(True, self._answer(key, entry, changes, customer_id))
+
+        l2.submit_chained(lookup, answered)
+        return True
+
     async def _from_l2(self, key: str, customer_id: str | None) -> CacheEntry[T] | None:
         entry, changes, _ = await self._reads.run(
             (key, customer_id), lambda: self._l2_get(key, customer_id)
         )
         return self._answer(key, entry, changes, customer_id)
 
-    async def _follow(
+    def _follow(
         self, key: str, customer_id: str, chained: _Chained | None
-    ) -> CacheEntry[T] | None:
-        """A :class:`Companion`'s lookup: ``get``, with L2's answer already at hand if the
-        session's read brought it for this key."""
+    ) -> tuple[bool, CacheEntry[T] | None]:
+        """A :class:`Companion`'s lookup from L1, or from L2's answer already at hand if the
+        session's read brought it for this key: (True, the entry); (False, None) when neither
+        has it (Redis must be asked)."""
         entry = self._l1.peek(key, customer_id=customer_id)  # get, without awaiting
         if entry is not None:
-            return entry
+            return True, entry
         if (
             chained is None
             or chained.prefetched.customer_id != customer_id
             or key != customer_id + chained.suffix
         ):
-            return await self._from_l2(key, customer_id)
-        return self._answer(key, chained.prefetched.entry, chained.changes, customer_id)
+            return False, None
+        return True, self._answer(key, chained.prefetched.entry, chained.changes, customer_id)
 
     def _answer(
         self, key: str, entry: CacheEntry[T] | None, changes: int, customer_id: str | None

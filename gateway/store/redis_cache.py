@@ -42,6 +42,7 @@ value that cannot be decoded counts as a miss. Redis errors propagate: the calle
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Final, Generic, TypeVar
 
@@ -50,7 +51,7 @@ import redis.asyncio as redis
 from gateway.store.cache import PREFIX, CacheEntry, Clock, Generation
 from gateway.store.codec import CodecError, EntryCodec
 from gateway.store.redis_batch import GetBatcher
-from gateway.store.redis_chain import ChainLookup, ChainReader
+from gateway.store.redis_chain import ChainAnswer, ChainLookup, ChainReader
 from gateway.store.redis_generations import Generations, generation_of, record_key
 
 T = TypeVar("T")
@@ -236,39 +237,65 @@ class RedisCache(Generic[T]):
         chain = self._chain
         if chain is None or then._chain is not chain:
             return await self.get(key, customer_id=customer_id), None
-        epoch = self.epoch.known
-        if epoch is None:
-            epoch = await self.epoch.current()
-        then_epoch = then.epoch.known
-        if then_epoch is None:
-            then_epoch = await then.epoch.current()
-        answer = await chain.read(
-            ChainLookup(
-                self._key("", epoch, None),
-                self._records,
-                customer_id,
-                key,
-                then._key("", then_epoch, None),
-                then._records,
-                suffix,
-            )
+        if self.epoch.known is None:
+            await self.epoch.current()
+        if then.epoch.known is None:
+            await then.epoch.current()
+        lookup = self.chain_lookup(key, customer_id=customer_id, then=then, suffix=suffix)
+        if lookup is None:  # an epoch forgotten meanwhile: read as get would
+            return await self.get(key, customer_id=customer_id), None
+        found = self.chained(await chain.read(lookup), then)
+        if found is not None:
+            return found
+        # The script read the entry's owner otherwise (never seen): ask as get would.
+        return await self.get(key, customer_id=customer_id), None
+
+    def chain_lookup(
+        self, key: str, *, customer_id: str, then: RedisCache[U], suffix: str
+    ) -> ChainLookup | None:
+        """What :meth:`get_chained` asks the ``chain`` reader; None when an epoch is not known
+        in memory (only :meth:`get_chained` can read it)."""
+        epoch, then_epoch = self.epoch.known, then.epoch.known
+        if epoch is None or then_epoch is None:
+            return None
+        return ChainLookup(
+            self._key("", epoch, None),
+            self._records,
+            customer_id,
+            key,
+            then._key("", then_epoch, None),
+            then._records,
+            suffix,
         )
+
+    def submit_chained(
+        self, lookup: ChainLookup, done: Callable[[ChainAnswer | Exception], None]
+    ) -> None:
+        """Hand :meth:`chain_lookup`'s ``lookup`` to the ``chain`` reader's batch (see
+        :meth:`ChainReader.submit <gateway.store.redis_chain.ChainReader.submit>`)."""
+        if self._chain is None:
+            raise RuntimeError("no chain reader")
+        self._chain.submit(lookup, done)
+
+    def chained(
+        self, answer: ChainAnswer, then: RedisCache[U]
+    ) -> tuple[CacheEntry[T] | None, Prefetched[U] | None] | None:
+        """:meth:`get_chained`'s answer from what the ``chain`` reader found for
+        :meth:`chain_lookup`; None when only :meth:`get` can tell (the entry's owner was not
+        the one the script read: never seen, as both decode the same bytes)."""
         if answer.entry is None:
             return None, None
         # One reading of the clock for both entries, decoded one after the other.
-        now: datetime | None = self._clock()
+        now = self._clock()
         found = self._decoded(answer.entry, now)
         if found is None:
             return None, None
         entry, owner_generation = found
         if entry.owner is not None:
             # Compared exactly here: the script's own check (on doubles) only chose its way.
-            if answer.owner == entry.owner.encode():
-                current = generation_of(answer.owner_record)
-            else:  # the script read the entry otherwise: ask as get would (never seen)
-                current = await self._scope_generation(entry.owner)
-                now = None  # time has passed
-            if current != owner_generation:
+            if answer.owner != entry.owner.encode():
+                return None
+            if generation_of(answer.owner_record) != owner_generation:
                 return None, None
         customer = entry.value
         if answer.customer is None or not (

@@ -25,9 +25,10 @@ Redis's current ones, at least as current as any copy a process keeps
 (:mod:`~gateway.store.redis_generations`); the epoch is the process's, as for every other
 lookup, so reads and writes of one process agree on it.
 
-The chained lookups of one event-loop tick go out as one EVALSHA (a
-:class:`~gateway.store.redis_batch.TickBatch`), as
-:class:`~gateway.store.redis_batch.GetBatcher` does for GETs. The script only reads (so
+The chained lookups of one event-loop tick go out as one EVALSHA, as
+:class:`~gateway.store.redis_batch.GetBatcher` does for GETs; a lookup may be awaited or handed
+to a callback (:meth:`ChainReader.submit`: the access service's lane for an L2-only hit, which
+makes no task per request), and both kinds share the batch. The script only reads (so
 Redis runs it on a full server too), without declaring flags (a ``#!lua flags=no-writes``
 line would refuse it on servers before 7.0), and touches keys it learns on the way, which one
 Redis server allows and a Cluster does not (the keys of one lookup live in different slots): on
@@ -38,12 +39,16 @@ lookup of the batch as the error of its own read.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.store.redis_batch import TickBatch
+log = logging.getLogger(__name__)
+
 
 # ARGV: one string per lookup, ChainLookup's seven fields in order, each as
 # "<length in bytes>:<field>" (encode_lookup): one argument per lookup costs redis-py's command
@@ -141,21 +146,71 @@ class ChainAnswer(NamedTuple):
     then_entry: bytes | None = None
 
 
-class ChainReader:
-    """Runs :class:`ChainLookup` s, the lookups of one event-loop tick as one EVALSHA."""
+Done = Callable[["ChainAnswer | Exception"], None]
+"""What a :meth:`ChainReader.submit` caller is handed: its lookup's answer, or the error of the
+batch's read (a :class:`TimeoutError` when the read gave up)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+
+class ChainReader:
+    """Runs :class:`ChainLookup` s, the lookups of one event-loop tick as one EVALSHA.
+
+    A lookup is either awaited (:meth:`read`) or handed to a callback (:meth:`submit`): both
+    join the same batch. The first lookup of a tick schedules the batch for the next pass of
+    the loop, and the batch's read runs as one task, bounded by ``timeout`` seconds (None: no
+    bound of its own; each :meth:`read` is bounded by its caller's guard anyway)."""
+
+    def __init__(self, client: redis.Redis, *, timeout: float | None = None) -> None:
         self._client = client
         self._script = client.register_script(SCRIPT)
-        self._batch: TickBatch[ChainLookup, ChainAnswer] = TickBatch(self._read)
-
-    @property
-    def batches(self) -> int:
-        """Script calls made (for tests and benchmarks)."""
-        return self._batch.batches
+        self._timeout = timeout
+        self._open: list[tuple[ChainLookup, Done]] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.batches = 0  # script calls made (for tests and benchmarks)
 
     async def read(self, lookup: ChainLookup) -> ChainAnswer:
-        return await self._batch.run(lookup)
+        waiter: asyncio.Future[ChainAnswer] = asyncio.get_running_loop().create_future()
+
+        def done(answer: ChainAnswer | Exception) -> None:
+            if waiter.done():  # its reader gave up (its guard's timeout)
+                return
+            if isinstance(answer, Exception):
+                waiter.set_exception(answer)
+            else:
+                waiter.set_result(answer)
+
+        self.submit(lookup, done)
+        return await waiter
+
+    def submit(self, lookup: ChainLookup, done: Done) -> None:
+        """Read ``lookup`` with this tick's batch; ``done`` gets its answer (or the batch's
+        error) on the event loop, never before this call returns."""
+        batch = self._open
+        if batch is None:
+            batch = self._open = []
+            asyncio.get_running_loop().call_soon(self._flush)
+        batch.append((lookup, done))
+
+    def _flush(self) -> None:
+        batch, self._open = self._open, None
+        if not batch:
+            return
+        self.batches += 1
+        task = asyncio.get_running_loop().create_task(self._answer(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _answer(self, batch: list[tuple[ChainLookup, Done]]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                answers = await self._read([lookup for lookup, _ in batch])
+        except Exception as exc:
+            _deliver([(done, exc) for _, done in batch])
+            return
+        except asyncio.CancelledError:  # the loop is closing: nobody gets an answer now
+            failure = TimeoutError("the batched read was cancelled")
+            _deliver([(done, failure) for _, done in batch])
+            raise
+        _deliver([(done, answer) for (_, done), answer in zip(batch, answers, strict=True)])
 
     async def _read(self, lookups: list[ChainLookup]) -> list[ChainAnswer]:
         args = [encode_lookup(lookup) for lookup in lookups]
@@ -170,9 +225,20 @@ class ChainReader:
         ]
 
 
-def chain_reader(client: redis.Redis) -> ChainReader | None:
-    """The process's :class:`ChainReader`; None on a Redis Cluster, where a lookup's keys live
-    in different slots (the caches then read the two entries one after the other)."""
+def _deliver(answers: list[tuple[Done, ChainAnswer | Exception]]) -> None:
+    """Hand each lookup of a batch its answer; one that fails (a bug) does not cost the others
+    theirs."""
+    for done, answer in answers:
+        try:
+            done(answer)
+        except Exception:
+            log.exception("handing a chained read its answer failed")
+
+
+def chain_reader(client: redis.Redis, *, timeout: float | None = None) -> ChainReader | None:
+    """The process's :class:`ChainReader` (its batches bounded by ``timeout``); None on a Redis
+    Cluster, where a lookup's keys live in different slots (the caches then read the two
+    entries one after the other)."""
     if isinstance(client, RedisCluster):
         return None
-    return ChainReader(client)
+    return ChainReader(client, timeout=timeout)

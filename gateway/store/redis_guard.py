@@ -114,6 +114,11 @@ class RedisGuard:
         self._succeeded(trial=trial)
         return True, result
 
+    def succeeded(self) -> None:
+        """Account for a call that succeeded without :meth:`call` (a batched read that was
+        handed to a callback): consecutive failures start again from zero."""
+        self._succeeded(trial=False)
+
     def failed(self, operation: str, exc: BaseException) -> None:
         """Account for a failure the caller caught itself (e.g. one it must propagate)."""
         self._failed(operation, exc, trial=False)

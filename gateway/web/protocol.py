@@ -260,6 +260,15 @@ ANSWERS_SUPPORTED = all(name in _HANDLER_NAMES for name in _HANDLER_STATE)
 """Whether the installed aiohttp's request handler has what :data:`ANSWER_NOW` needs."""
 
 
+def _awaited(answer: Awaitable[bytes]) -> asyncio.Task[bytes]:
+    """A :class:`Later`'s awaitable answer (not a future) as a task of the running loop."""
+
+    async def wait() -> bytes:
+        return await answer
+
+    return asyncio.get_running_loop().create_task(wait())
+
+
 # A Later whose answer failed (a bug, logged): aiohttp's answer to a failed handler, and the
 # connection is closed after it (what else the client sent cannot be answered in order).
 _SERVER_ERROR = (
@@ -283,7 +292,7 @@ class _RequestHandler(RequestHandler):
         self._note: tuple[CIMultiDictProxy[str], object] | None = None
         # A Later being answered: its task, and the bytes that arrived meanwhile (held back
         # from the parser until it is answered, reading paused while they are).
-        self._later: asyncio.Task[None] | None = None
+        self._later: asyncio.Future[bytes] | None = None
         self._held: bytearray | None = None
         self._holding = False
 
@@ -362,24 +371,39 @@ class _RequestHandler(RequestHandler):
     def _answer_later(self, later: Later) -> None:
         """Answer ``later`` when it is ready; until then the connection is busy: what arrives
         is held (:meth:`_hold`), and the keep-alive timer, which closes idle connections, is
-        stopped (as aiohttp's is while it handles a request)."""
+        stopped (as aiohttp's is while it handles a request). An answer that is a future is
+        waited for by a callback; anything else awaitable by a task."""
         handle = self._keepalive_handle
         if handle is not None:
             handle.cancel()
             self._keepalive_handle = None
         self._held = bytearray()
-        self._later = self._loop.create_task(self._send_later(later))
-
-    async def _send_later(self, later: Later) -> None:
         try:
-            response: bytes | None = await later.answer()
-        except asyncio.CancelledError:
-            self._later = self._held = None
-            self.force_close()  # the loop is going away: nothing will answer it
-            raise
+            answer = later.answer()
         except Exception as exc:  # a bug: answered as aiohttp answers one, a 500
             self.log_exception("Error answering a request", exc_info=exc)
-            response = None
+            self._later_sent(None)
+            return
+        waiting = answer if isinstance(answer, asyncio.Future) else _awaited(answer)
+        self._later = waiting
+        waiting.add_done_callback(self._later_done)
+
+    def _later_done(self, waiting: asyncio.Future[bytes]) -> None:
+        if waiting is not self._later:
+            return
+        if waiting.cancelled():
+            self._later = self._held = None
+            self.force_close()  # the loop is going away: nothing will answer it
+            return
+        failure = waiting.exception()
+        if failure is not None:  # a bug: answered as aiohttp answers one, a 500
+            self.log_exception("Error answering a request", exc_info=failure)
+            self._later_sent(None)
+        else:
+            self._later_sent(waiting.result())
+
+    def _later_sent(self, response: bytes | None) -> None:
+        """Send a :class:`Later`'s answer (None: it failed), then what was held meanwhile."""
         self._later = None
         held, self._held = self._held, None
         transport = self.transport

@@ -3,20 +3,35 @@ the platform calls a service made."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 import pytest
 import redis.asyncio as redis
 
+from gateway.access import (
+    AccessOutcome,
+    AccessRequest,
+    AccessService,
+    Credentials,
+    build_access_service,
+)
+from gateway.access.build import build_redis_guard
+from gateway.config import Settings
 from gateway.metrics import Metrics
+from gateway.platform import PlenigoClient
+from gateway.sandbox.app import SandboxOptions
+from gateway.sandbox.app import create_app as create_sandbox
+from gateway.sandbox.data import load_data
 from gateway.store.cache import MemoryCache, PayloadCache
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import LayeredCache
 from gateway.store.redis_cache import RedisCache
 from gateway.store.redis_guard import RedisGuard
+from tests.conftest import REPO_ROOT
 
 # Wednesday 2025-06-11, 12:00 in Berlin (as in tests/platform): inside the 06-18 window.
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC)
@@ -114,3 +129,92 @@ def _raise(operation: str) -> None:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+# --- an access service as build_access_service wires it, against the simulator -----------
+
+API_TOKEN = "sandbox-api-token"
+SEED = load_data(REPO_ROOT / "gateway" / "resources" / "sandbox-data.json", T0)
+PLAIN, NO_RIGHTS = "demo-session-plain", "demo-session-no-rights"
+ROUTES = [{"path": "/premium/**", "access_rights": ["premium"]}]
+
+
+@dataclass
+class Service:
+    service: AccessService
+    metrics: Metrics
+    guard: RedisGuard  # the process's Redis guard (its breaker), as build_access_service uses it
+
+    def lookups(self) -> dict[tuple[str, str, str], float]:
+        """The cache-lookup samples that are not zero: (cache, tier, result) -> count."""
+        samples = {
+            (cache, tier, result): self.metrics.value(
+                "paywall_cache_lookups_total", {"cache": cache, "tier": tier, "result": result}
+            )
+            for cache in ("session", "access")
+            for tier in ("l1", "l2")
+            for result in ("hit", "miss", "stale")
+        }
+        return {k: v for k, v in samples.items() if v}
+
+    def redis_failures(self) -> dict[str, float]:
+        """The Redis errors and breaker skips counted, every operation: name -> count."""
+        names = ("paywall_redis_errors_total", "paywall_redis_skipped_total")
+        return {
+            f"{sample.name}{sample.labels}": sample.value
+            for family in self.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name in names and sample.value
+        }
+
+    async def forget_l1(self) -> None:
+        """Empty the service's L1 caches only (as LRU eviction would)."""
+        sessions = cast(LayeredCache[Any], self.service._identity._cache)
+        access = cast(LayeredCache[Any], self.service._cache)
+        await sessions._l1.invalidate_all()
+        await access._l1.invalidate_all()
+
+    def platform_calls(self) -> float:
+        return platform_calls(self.metrics)
+
+    async def check(self, session: str) -> AccessOutcome:
+        request = AccessRequest("GET", "/premium/a", Credentials(session_token=session))
+        return await self.service.check(request)
+
+
+StartService = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def start_service(
+    aiohttp_server: Any, redis_client: redis.Redis
+) -> AsyncIterator[StartService]:
+    """``await start_service(cache={...})``: an access service against the simulator, sharing
+    the test's Redis, wired by build_access_service; all of them on one manual clock."""
+    clock = ManualClock()
+    sandbox = create_sandbox(SEED, SandboxOptions(api_token=API_TOKEN), clock=clock)
+    server = await aiohttp_server(sandbox)
+    services: list[AccessService] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def start(**cache: Any) -> Service:
+            platform = {"base_url": str(server.make_url("/api/v3.0")), "api_token": API_TOKEN}
+            settings = Settings(
+                routes=ROUTES,
+                platform={**platform, "max_retries": 0},
+                cache={"redis_url": "redis://unused", **cache},
+            )
+            metrics = Metrics()
+            client = PlenigoClient(http, settings.platform, clock=clock, observer=metrics.observer)
+            guard = build_redis_guard(settings, metrics)  # what build_access_service makes
+            service = build_access_service(
+                settings, client, metrics, clock=clock, redis_client=redis_client, redis_guard=guard
+            )
+            services.append(service)
+            return Service(service, metrics, guard)
+
+        try:
+            yield start
+        finally:
+            for service in services:
+                await service.close()

@@ -54,13 +54,23 @@ class App:
             await self.begun(target).wait()
 
 
-@pytest.fixture
-async def app() -> AsyncIterator[App]:
+@pytest.fixture(params=["coroutine", "future"])
+async def app(request: pytest.FixtureRequest) -> AsyncIterator[App]:
+    """Each test runs twice: with answers that are coroutines (the connection runs each as a
+    task) and with answers that are futures, set by whoever makes them (waited for by a
+    callback: how the gateway's driver answers)."""
     state: App
+    settled: set[asyncio.Task[None]] = set()
 
     def answerer(method: str, target: str, *_: Any) -> object:
         if target.startswith("/now/"):
             return reply(f"now {target}")
+        if target.startswith("/broken/"):
+
+            def broken() -> Awaitable[bytes]:
+                raise RuntimeError("a bug")
+
+            return Later(("noted", target), broken)
         if not target.startswith("/later/"):
             return None
 
@@ -72,7 +82,24 @@ async def app() -> AsyncIterator[App]:
                 raise RuntimeError("a bug")
             return reply(f"later {target}")
 
-        return Later(("noted", target), answer)
+        if request.param == "coroutine":
+            return Later(("noted", target), answer)
+
+        def answer_future() -> asyncio.Future[bytes]:
+            made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+            async def settle() -> None:
+                try:
+                    made.set_result(await answer())
+                except Exception as exc:
+                    made.set_exception(exc)
+
+            task = asyncio.get_running_loop().create_task(settle())
+            settled.add(task)
+            task.add_done_callback(settled.discard)
+            return made
+
+        return Later(("noted", target), answer_future)
 
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         state.handled.append((request.raw_path, protocol.arrival_note(request)))
@@ -195,6 +222,23 @@ async def test_an_answer_that_fails_is_a_500_and_the_connection_closes(
     assert await client.closed()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["Error answering a request"]
+
+
+async def test_an_answer_that_cannot_even_start_is_a_500_and_the_connection_closes(
+    app: App, connect: Callable[[], Awaitable[Connection]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await connect()
+    await client.send(get("/broken/1"))
+    answer = await client.response()
+    assert status_of(answer) == 500
+    assert b"Connection: close\r\n" in answer
+    assert await client.closed()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["Error answering a request"]
+    # The server goes on: another connection is answered.
+    other = await connect()
+    await other.send(get("/now/3"))
+    assert body_of(await other.response()) == b"now /now/3"
 
 
 async def test_a_client_that_goes_away_meanwhile_gets_nothing_and_nothing_fails(

@@ -1,0 +1,254 @@
+"""AccessService.check_soon: an L2-only hit answered without a task, in one round trip batched
+with the tick's other lookups, and otherwise exactly AccessService.check (the same verdicts,
+counts, copies into L1 and refreshes, the request counted once).
+
+Each test checks what the lane did by counting the calls of ``check`` it made: a request that
+the lane answered never calls it; one it could not answer calls it once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from gateway.access import AccessOutcome, AccessRequest, Credentials, Verdict
+from gateway.access.service import AccessService
+from gateway.store.layered import LayeredCache
+from gateway.store.redis_chain import SCRIPT
+from tests.service.conftest import NO_RIGHTS, PLAIN, ManualClock, Service, StartService
+from tests.service.test_redis_chain import round_trips
+
+SESSIONS = [PLAIN, NO_RIGHTS, "demo-session-paused", "demo-session-blocked-item"]
+
+
+def request(session: str, path: str = "/premium/a") -> AccessRequest:
+    return AccessRequest("GET", path, Credentials(session_token=session))
+
+
+class Checks:
+    """Counts the service's ``check`` calls (the lane's fall-backs), and passes them on."""
+
+    def __init__(self, service: AccessService) -> None:
+        self.calls = 0
+        check = service.check
+
+        async def counted(access: AccessRequest) -> AccessOutcome:
+            self.calls += 1
+            return await check(access)
+
+        service.check = counted  # type: ignore[method-assign]
+
+
+def fields(outcome: AccessOutcome) -> tuple[object, ...]:
+    return (outcome.verdict, outcome.reason, outcome.customer_id, outcome.cache, outcome.fail_open)
+
+
+async def warmed(start_service: StartService, **cache: Any) -> tuple[Service, Service]:
+    """A process that asked the platform for every session (Redis holds the answers), and a
+    second one whose L1 holds nothing, the script known to Redis."""
+    first = await start_service(refresh_ahead=0, redis_timeout=2.0, **cache)
+    for session in SESSIONS:
+        await first.check(session)
+    second = await start_service(refresh_ahead=0, redis_timeout=2.0, **cache)
+    await second.service._cache._l2.epoch.current()  # type: ignore[attr-defined]
+    await second.guard.call("script", second.service._cache._l2._client.script_load(SCRIPT))  # type: ignore[attr-defined]
+    return first, second
+
+
+async def test_l2_only_hits_are_answered_by_the_lane_in_one_round_trip(
+    start_service: StartService, redis_url: str
+) -> None:
+    first, second = await warmed(start_service)
+    expected = [fields(await first.check(session)) for session in SESSIONS]
+    checks = Checks(second.service)
+    async with round_trips(redis_url) as seen:
+        outcomes = await asyncio.gather(
+            *(second.service.check_soon(request(session)) for session in SESSIONS)
+        )
+    assert seen == ["evalsha"], seen.commands  # four requests, one batch
+    assert checks.calls == 0  # no fall-back: the lane answered every one
+    # What check answers from Redis alone: a hit, from the first process's answers.
+    assert [fields(outcome) for outcome in outcomes] == [
+        (verdict, reason, customer, "hit", False) for verdict, reason, customer, _, _ in expected
+    ]
+    assert Verdict.GRANTED in {o.verdict for o in outcomes}
+    assert Verdict.DENIED in {o.verdict for o in outcomes}
+    # Counted as check counts an L2-only hit, and copied into L1 as check copies it.
+    assert second.lookups() == {("session", "l2", "hit"): 4, ("access", "l2", "hit"): 4}
+    assert second.platform_calls() == 0
+    async with round_trips(redis_url) as none:
+        again = await second.service.check_soon(request(PLAIN))
+    assert none == []
+    assert again.cache == "hit"
+    assert checks.calls == 1  # L1 holds it now: that is check's (peek's) business
+    assert second.lookups()[("access", "l1", "hit")] == 1
+
+
+async def test_the_lane_and_check_agree_at_every_instant(start_service: StartService) -> None:
+    """Verdicts that depend on the instant (pauses, windows, an item's block) are decided at
+    the same clock reading by both ways. (An answer past its end sends the lane to check,
+    which asks the platform and stores the new answer in Redis, where the other process then
+    finds it: the verdicts are compared, not the tiers.)"""
+    sessions = [*SESSIONS, "demo-session-windows", "demo-session-upcoming"]
+    first = await start_service(refresh_ahead=0, redis_timeout=2.0)
+    for session in sessions:
+        await first.check(session)
+    lane = await start_service(refresh_ahead=0, redis_timeout=2.0)
+    plain = await start_service(refresh_ahead=0, redis_timeout=2.0)
+    clock = lane.service._clock
+    assert isinstance(clock, ManualClock)
+    assert clock is plain.service._clock
+    checks = Checks(lane.service)
+    answered = 0
+    for step in range(6):
+        await lane.forget_l1()
+        await plain.forget_l1()
+        calls = checks.calls
+        by_lane = await asyncio.gather(
+            *(lane.service.check_soon(request(session)) for session in sessions)
+        )
+        answered += len(sessions) - (checks.calls - calls)
+        by_check = [await plain.service.check(request(session)) for session in sessions]
+        assert [fields(o)[:3] for o in by_lane] == [fields(o)[:3] for o in by_check], step
+        assert [o.expires_at for o in by_lane] == [o.expires_at for o in by_check], step
+        clock.advance(7)
+    assert answered >= 3 * len(sessions)  # most of them by the lane itself
+
+
+@pytest.mark.parametrize(
+    "case", ["unknown session", "no session", "public route", "deny route", "transfer token"]
+)
+async def test_anything_but_an_l2_hit_is_check_itself(
+    start_service: StartService, case: str
+) -> None:
+    _, second = await warmed(start_service)
+    reference = await start_service(refresh_ahead=0, redis_timeout=2.0)
+    access = {
+        "unknown session": request("no-such-session-token"),
+        "no session": AccessRequest("GET", "/premium/a", Credentials()),
+        "public route": request(PLAIN, "/"),
+        "deny route": request(PLAIN, "/_paywall/../x"),
+        "transfer token": AccessRequest(
+            "GET", "/premium/a", Credentials(transfer_token="no-such-transfer-token")
+        ),
+    }[case]
+    checks = Checks(second.service)
+    outcome = await second.service.check_soon(access)
+    assert checks.calls == 1  # check answered it
+    expected = await reference.service.check(access)
+    assert (outcome.verdict, outcome.reason) == (expected.verdict, expected.reason)
+    # Counted once: what check counts for it, nothing for the lane.
+    assert sum(second.lookups().values()) == sum(reference.lookups().values())
+
+
+async def test_an_entry_in_its_refresh_window_goes_to_check_which_refreshes_it(
+    start_service: StartService,
+) -> None:
+    first = await start_service(refresh_ahead=50, redis_timeout=2.0)
+    await first.check(PLAIN)
+    second = await start_service(refresh_ahead=50, redis_timeout=2.0)
+    clock = second.service._clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(20)  # the access answer (60 s) is now within 50 s of its end
+    checks = Checks(second.service)
+    calls = second.platform_calls()
+    outcome = await second.service.check_soon(request(PLAIN))
+    assert (outcome.verdict, outcome.cache) == (Verdict.GRANTED, "hit")
+    assert checks.calls == 1
+    # check's refresh-ahead: answered from the entry, its successor fetched in the background.
+    await asyncio.sleep(0.2)
+    assert second.platform_calls() > calls
+    assert second.lookups()[("access", "l2", "hit")] == 1
+
+
+async def test_a_failed_batch_goes_to_check_and_is_counted_once(
+    start_service: StartService, redis_client: redis.Redis
+) -> None:
+    _, second = await warmed(start_service)
+    sessions = second.service._identity._cache
+    assert isinstance(sessions, LayeredCache)
+    chain = sessions._l2._chain
+    assert chain is not None
+    failing = 0
+
+    async def failed(lookups: list[Any]) -> list[Any]:
+        nonlocal failing
+        failing += 1
+        raise redis.ConnectionError("lost the connection")
+
+    chain._read = failed  # type: ignore[method-assign]
+    checks = Checks(second.service)
+    outcomes = await asyncio.gather(
+        *(second.service.check_soon(request(session)) for session in SESSIONS[:2])
+    )
+    # The lane's batch, then check's two chained reads (one batch too): both failed.
+    assert failing == 2
+    assert checks.calls == 2  # both asked again, through the guard
+    assert [o.verdict for o in outcomes] == [Verdict.GRANTED, Verdict.DENIED]
+    # Each request's failed read counted once (check's own), none for the lane's batch.
+    errors = second.metrics.value("paywall_redis_errors_total", {"operation": "get"})
+    assert errors == 2
+    assert second.guard.state == "degraded"
+    # Lately failed: the lane stays out of the way until the guard says "ok" again.
+    before = checks.calls
+    await second.service.check_soon(request(PLAIN))
+    assert checks.calls == before + 1
+
+
+async def test_a_bug_in_one_answer_fails_that_request_alone(start_service: StartService) -> None:
+    first, second = await warmed(start_service)
+    expected = [(await first.check(session)).verdict for session in SESSIONS[:3]]
+    service = second.service
+    decide = service._decide_soon
+    calls = 0
+
+    def broken(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return decide(*args)
+
+    service._decide_soon = broken  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(service.check_soon(request(session)) for session in SESSIONS[:3]),
+        return_exceptions=True,
+    )
+    assert calls == 3  # one batch, answered in order
+    assert isinstance(results[0], RuntimeError)
+    assert [r.verdict for r in results[1:] if isinstance(r, AccessOutcome)] == expected[1:]
+
+
+async def test_an_invalidation_heard_while_the_lane_reads_keeps_its_answer_out_of_l1(
+    start_service: StartService,
+) -> None:
+    """The invalidation bus delivers a customer's invalidation while Redis answers the lane's
+    read: the answer still answers the request (the two were concurrent), but neither entry
+    is copied into L1, where it could outlive the invalidation."""
+    _, second = await warmed(start_service)
+    access = second.service._cache
+    sessions = second.service._identity._cache
+    assert isinstance(access, LayeredCache)
+    assert isinstance(sessions, LayeredCache)
+    chain = access._l2._chain
+    assert chain is not None
+    read = chain._read
+
+    async def heard_meanwhile(lookups: list[Any]) -> list[Any]:
+        answers = await read(lookups)
+        access._l2.generations.forget(access._l2.generation_key("100001"))  # the bus's message
+        return answers
+
+    chain._read = heard_meanwhile  # type: ignore[method-assign]
+    checks = Checks(second.service)
+    outcome = await second.service.check_soon(request(PLAIN))
+    assert checks.calls == 0
+    assert (outcome.verdict, outcome.cache) == (Verdict.GRANTED, "hit")
+    assert access.peek("100001:all:premium", customer_id="100001") is None
+    assert len(access._l1) == len(sessions._l1) == 0
+    # Without the invalidation, the same read lands in L1.
+    chain._read = read  # type: ignore[method-assign]
+    await second.service.check_soon(request(PLAIN))
+    assert len(access._l1) == len(sessions._l1) == 1
