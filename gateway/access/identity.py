@@ -137,16 +137,31 @@ class IdentityResolver:
         if entry is None or now >= entry.fresh_until:
             return None
         refresh: Callable[[], None] | None = None
-        if entry.value is not None and now >= entry.fresh_until - self._refresh_ahead:
-            if not with_refresh:
+        if entry.value is not None:
+            refresh = self._refresher(entry, key, token, now)
+            if refresh is not None and not with_refresh:
                 return None
-            ending = entry.fresh_until
-
-            def refresh() -> None:
-                self._refresh.start(key, lambda: self._validation(key, token, ending))
-
         identity = None if entry.value is None else Identity(entry.value)
         return SessionPeek(identity, entry.tier, refresh)
+
+    def _refresher(
+        self,
+        entry: CacheEntry[str | None],
+        key: str,
+        token: str,
+        now: datetime | None = None,
+    ) -> Callable[[], None] | None:
+        """For a valid session's entry inside its refresh-ahead window (at ``now``, else the
+        clock's reading), what :meth:`resolve` starts: a validation in the background, to be
+        called on the event loop; None outside the window."""
+        if (self._clock() if now is None else now) < entry.fresh_until - self._refresh_ahead:
+            return None
+        ending = entry.fresh_until
+
+        def refresh() -> None:
+            self._refresh.start(key, lambda: self._validation(key, token, ending))
+
+        return refresh
 
     def count_hit(self, peeked: SessionPeek) -> None:
         """Count a peeked validation as the cache hit :meth:`resolve` would have counted."""
@@ -179,11 +194,12 @@ class IdentityResolver:
     ) -> bool:
         """:meth:`resolve` of a session that this process's memory does not hold, without a
         task: reads the session's validation with ``then``'s entry in one round trip and
-        returns True; ``done`` then gets, on the loop, the valid session's identity (with the
-        tier that answered, counted by :meth:`count_hit` once the caller answers from it), or
-        None when only :meth:`resolve` can tell: no fresh valid entry in Redis (a miss, a
-        rejected session, one in its refresh window), or a read that failed. Nothing is counted
-        or started then, so the :meth:`resolve` that follows counts the request once. False,
+        returns True; ``done`` then gets, on the loop, the valid session's identity as
+        :meth:`peek` gives it (the tier that answered, counted by :meth:`count_hit` once the
+        caller answers from it; inside its refresh window, the refresh to start then), or None
+        when only :meth:`resolve` can tell: no fresh valid entry in Redis (a miss, a rejected
+        session), or a read that failed. Nothing is counted or started by it, so the
+        :meth:`resolve` that follows counts the request once. False,
         and nothing started, for anything else than a session token alone, or a session cache
         that cannot read that way."""
         token = credentials.session_token
@@ -193,14 +209,15 @@ class IdentityResolver:
         key = token_key("session", token)
 
         def answered(known: bool, entry: CacheEntry[str | None] | None) -> None:
-            if not known or entry is None or entry.value is None:
+            if (
+                not known
+                or entry is None
+                or entry.value is None
+                or (self._clock() >= entry.fresh_until)
+            ):
                 done(None)
                 return
-            now = self._clock()
-            if now >= entry.fresh_until - self._refresh_ahead or now >= entry.fresh_until:
-                done(None)  # past or close to its end: resolve() answers, and refreshes it
-                return
-            done(SessionPeek(Identity(entry.value), entry.tier))
+            done(SessionPeek(Identity(entry.value), entry.tier, self._refresher(entry, key, token)))
 
         return chaining.get_chained_soon(key, customer_id=key, then=then, done=answered)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from gateway.access.cached import CachedAccess
 from gateway.access.identity import Identity, IdentityResolver, SessionPeek
@@ -42,6 +42,8 @@ from gateway.store.cache import CacheEntry, Clock, Generation, PayloadCache, Pee
 from gateway.store.coalesce import Coalescer, LocalCoalescer, stored_answer
 from gateway.store.companion import CompanionCache, CompanionLookup
 from gateway.store.singleflight import SingleFlight
+
+R = TypeVar("R")
 
 PUBLIC_OUTCOME = AccessOutcome(Verdict.PUBLIC, "public_route")
 ROUTE_DENIED_OUTCOME = AccessOutcome(Verdict.DENIED, "route_denied")
@@ -224,27 +226,31 @@ class AccessService:
             return INVALID_CREDENTIAL_OUTCOME
         return await self._decide(identity, rule, rule_key, then)
 
-    def check_soon(self, request: AccessRequest) -> asyncio.Future[AccessOutcome]:
-        """:meth:`check`'s verdict as a future, for a request :meth:`peek` could not answer.
+    def check_soon(
+        self, request: AccessRequest, answer: Callable[[AccessOutcome], R]
+    ) -> asyncio.Future[R]:
+        """``answer`` of :meth:`check`'s verdict, as a future: for a request :meth:`peek` could
+        not answer (the auth endpoint's driver passes the response it makes of a verdict).
 
         The usual case of a shared tier, a session and its access answer that only Redis
         holds (an L2-only hit), is answered without a task: the session's validation and the
         access answer are read in one round trip, batched with the other lookups of the
         event-loop tick (:meth:`IdentityResolver.resolve_soon`), and decided in the batch's
-        callback, with the metrics, L1 copies and outcome :meth:`check` gives. Anything else
-        (no shared tier, a miss, an entry in its refresh window or past its end, a Redis
-        failure, a transfer token) is :meth:`check` itself, run as a task: the lane records
-        nothing before it knows it can answer, so the request is counted once either way."""
+        callback, with the metrics, L1 copies, refreshes and outcome :meth:`check` gives.
+        Anything else (no shared tier, a miss, an entry past its end, a Redis failure, a
+        transfer token) is :meth:`check` itself, run as a task: the lane records
+        nothing before it knows it can answer, so the request is counted once either way. An
+        exception of ``answer`` is the future's."""
         match = self._routes.match(request.method, request.path)
         rule = match.rule
         companions = self._companions
         if match.kind is not RouteKind.PROTECTED or rule is None or companions is None:
-            return asyncio.ensure_future(self.check(request))
+            return asyncio.ensure_future(self._checked(request, answer))
         rule_key = self._rule_key(rule)
         then = companions.companion(f":{rule_key}")
         if then is None:
-            return asyncio.ensure_future(self.check(request))
-        outcome: asyncio.Future[AccessOutcome] = asyncio.get_running_loop().create_future()
+            return asyncio.ensure_future(self._checked(request, answer))
+        answered: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         lookup = then
 
         def resolved(peeked: SessionPeek | None) -> None:
@@ -252,17 +258,20 @@ class AccessService:
                 if peeked is not None:
                     decided = self._decide_soon(peeked, lookup, rule, rule_key)
                     if decided is not None:
-                        if not outcome.done():
-                            outcome.set_result(decided)
+                        if not answered.done():
+                            answered.set_result(answer(decided))
                         return
-                _follow(outcome, asyncio.ensure_future(self.check(request)))
+                _follow(answered, asyncio.ensure_future(self._checked(request, answer)))
             except Exception as exc:  # a bug: the request's answer fails, not the batch
-                if not outcome.done():
-                    outcome.set_exception(exc)
+                if not answered.done():
+                    answered.set_exception(exc)
 
         if not self._identity.resolve_soon(request.credentials, then=then, done=resolved):
-            return asyncio.ensure_future(self.check(request))
-        return outcome
+            return asyncio.ensure_future(self._checked(request, answer))
+        return answered
+
+    async def _checked(self, request: AccessRequest, answer: Callable[[AccessOutcome], R]) -> R:
+        return answer(await self.check(request))
 
     def _decide_soon(
         self,
@@ -272,21 +281,29 @@ class AccessService:
         rule_key: str,
     ) -> AccessOutcome | None:
         """:meth:`_decide` for a session answered by :meth:`IdentityResolver.resolve_soon`,
-        when ``then`` holds the access answer fresh and outside its refresh window (counting
-        both hits); None, having counted nothing, when only :meth:`check` can tell."""
+        when ``then`` holds the access answer fresh: both hits counted, the refreshes of
+        entries inside their refresh window started, as :meth:`check` does; None, having
+        counted and started nothing, when only :meth:`check` can tell."""
         identity = peeked.identity
         if identity is None:
             return None
         customer_id = identity.customer_id
-        known, entry = then.take(f"{customer_id}:{rule_key}", customer_id=customer_id)
+        key = f"{customer_id}:{rule_key}"
+        known, entry = then.take(key, customer_id=customer_id)
         if not known or entry is None:
             return None
         now = self._clock()
-        if now >= entry.fresh_until or now >= entry.fresh_until - self._refresh_ahead:
+        if now >= entry.fresh_until:
             return None
         decision = entry.value.decide(rule, now, self._policy)
         self._identity.count_hit(peeked)
         self._metrics.cache_lookup("access", "hit", entry.tier)
+        if peeked.refresh is not None:
+            peeked.refresh()
+        if now >= entry.fresh_until - self._refresh_ahead:
+            # Close to its end: answered from it, its successor fetched in the background.
+            ending = entry.fresh_until
+            self._refresh.start(key, lambda: self._load(key, customer_id, rule, ending))
         return _answer(decision, identity, "hit", decision.stable_until, now)
 
     async def login(self, transfer_token: str) -> Identity | None:
@@ -446,10 +463,10 @@ class AccessService:
         return key
 
 
-def _follow(outcome: asyncio.Future[AccessOutcome], check: asyncio.Future[AccessOutcome]) -> None:
+def _follow(outcome: asyncio.Future[R], check: asyncio.Future[R]) -> None:
     """``outcome`` gets what ``check`` gives."""
 
-    def copy(done: asyncio.Future[AccessOutcome]) -> None:
+    def copy(done: asyncio.Future[R]) -> None:
         if outcome.done():
             return
         if done.cancelled():

@@ -19,7 +19,6 @@ from typing import NamedTuple
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from gateway.access.outcome import AccessOutcome
 from gateway.access.service import AccessService
 from gateway.errors import PlatformUnavailable
 from gateway.http.observe import Observer
@@ -162,23 +161,10 @@ class Driver:
         """A :class:`~gateway.web.protocol.Later`'s answer: what :meth:`handle` sends for a
         decision :meth:`AccessService.peek` could not make (:meth:`AccessService.check_soon`:
         an L2-only hit needs no task)."""
-        checked = self.service.check_soon(step.access)
-        sent: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        def answered(done: asyncio.Future[AccessOutcome]) -> None:
-            if sent.done():
-                return
-            if done.cancelled():
-                sent.cancel()
-                return
-            try:
-                outcome = done.result()
-                sent.set_result(self._sent(view, self._frontend.answer(step, outcome), started))
-            except Exception as exc:  # a bug: the connection answers it with a 500
-                sent.set_exception(exc)
-
-        checked.add_done_callback(answered)
-        return sent
+        return self.service.check_soon(
+            step.access,
+            lambda outcome: self._sent(view, self._frontend.answer(step, outcome), started),
+        )
 
     def _sent(self, view: RequestView, answer: Answer | Pass, started: float) -> bytes:
         """The bytes of an auth or deny endpoint's ``answer`` (or a reply of the policy's

@@ -18,6 +18,7 @@ from gateway.access.service import AccessService
 from gateway.store.layered import LayeredCache
 from gateway.store.redis_chain import SCRIPT
 from tests.service.conftest import NO_RIGHTS, PLAIN, ManualClock, Service, StartService
+from tests.service.processes import eventually
 from tests.service.test_redis_chain import round_trips
 
 SESSIONS = [PLAIN, NO_RIGHTS, "demo-session-paused", "demo-session-blocked-item"]
@@ -41,6 +42,11 @@ class Checks:
         service.check = counted  # type: ignore[method-assign]
 
 
+def soon(service: AccessService, access: AccessRequest) -> asyncio.Future[AccessOutcome]:
+    """check_soon's future of the verdict itself."""
+    return service.check_soon(access, lambda outcome: outcome)
+
+
 def fields(outcome: AccessOutcome) -> tuple[object, ...]:
     return (outcome.verdict, outcome.reason, outcome.customer_id, outcome.cache, outcome.fail_open)
 
@@ -52,9 +58,16 @@ async def warmed(start_service: StartService, **cache: Any) -> tuple[Service, Se
     for session in SESSIONS:
         await first.check(session)
     second = await start_service(refresh_ahead=0, redis_timeout=2.0, **cache)
-    await second.service._cache._l2.epoch.current()  # type: ignore[attr-defined]
-    await second.guard.call("script", second.service._cache._l2._client.script_load(SCRIPT))  # type: ignore[attr-defined]
+    await ready(second)
     return first, second
+
+
+async def ready(service: Service) -> None:
+    """The service has read the epoch (once per process, before its first lookup: not the
+    lane's business) and Redis knows the script."""
+    l2 = service.service._cache._l2  # type: ignore[attr-defined]
+    await l2.epoch.current()
+    await l2._client.script_load(SCRIPT)
 
 
 async def test_l2_only_hits_are_answered_by_the_lane_in_one_round_trip(
@@ -65,7 +78,7 @@ async def test_l2_only_hits_are_answered_by_the_lane_in_one_round_trip(
     checks = Checks(second.service)
     async with round_trips(redis_url) as seen:
         outcomes = await asyncio.gather(
-            *(second.service.check_soon(request(session)) for session in SESSIONS)
+            *(soon(second.service, request(session)) for session in SESSIONS)
         )
     assert seen == ["evalsha"], seen.commands  # four requests, one batch
     assert checks.calls == 0  # no fall-back: the lane answered every one
@@ -79,7 +92,7 @@ async def test_l2_only_hits_are_answered_by_the_lane_in_one_round_trip(
     assert second.lookups() == {("session", "l2", "hit"): 4, ("access", "l2", "hit"): 4}
     assert second.platform_calls() == 0
     async with round_trips(redis_url) as none:
-        again = await second.service.check_soon(request(PLAIN))
+        again = await soon(second.service, request(PLAIN))
     assert none == []
     assert again.cache == "hit"
     assert checks.calls == 1  # L1 holds it now: that is check's (peek's) business
@@ -107,7 +120,7 @@ async def test_the_lane_and_check_agree_at_every_instant(start_service: StartSer
         await plain.forget_l1()
         calls = checks.calls
         by_lane = await asyncio.gather(
-            *(lane.service.check_soon(request(session)) for session in sessions)
+            *(soon(lane.service, request(session)) for session in sessions)
         )
         answered += len(sessions) - (checks.calls - calls)
         by_check = [await plain.service.check(request(session)) for session in sessions]
@@ -135,7 +148,7 @@ async def test_anything_but_an_l2_hit_is_check_itself(
         ),
     }[case]
     checks = Checks(second.service)
-    outcome = await second.service.check_soon(access)
+    outcome = await soon(second.service, access)
     assert checks.calls == 1  # check answered it
     expected = await reference.service.check(access)
     assert (outcome.verdict, outcome.reason) == (expected.verdict, expected.reason)
@@ -143,24 +156,46 @@ async def test_anything_but_an_l2_hit_is_check_itself(
     assert sum(second.lookups().values()) == sum(reference.lookups().values())
 
 
-async def test_an_entry_in_its_refresh_window_goes_to_check_which_refreshes_it(
-    start_service: StartService,
+def refreshes(service: Service) -> dict[tuple[str, str], float]:
+    """The refresh-ahead samples that are not zero: (cache, result) -> count."""
+    samples = {
+        (cache, result): service.metrics.value(
+            "paywall_refreshes_total", {"cache": cache, "result": result}
+        )
+        for cache in ("session", "access")
+        for result in ("started", "succeeded", "failed")
+    }
+    return {k: v for k, v in samples.items() if v}
+
+
+@pytest.mark.parametrize(
+    ("session_ttl", "refreshed"),
+    [(300, {"access"}), (30, {"access", "session"})],
+)
+async def test_entries_in_their_refresh_window_are_answered_and_refreshed_as_check_does(
+    start_service: StartService, session_ttl: int, refreshed: set[str]
 ) -> None:
-    first = await start_service(refresh_ahead=50, redis_timeout=2.0)
+    """Answered from the entries by the lane, and their successors fetched in the background,
+    one refresh per entry in its window, as check does (tests/service/test_refresh_ahead)."""
+    cache = {"refresh_ahead": 50, "redis_timeout": 2.0, "session_ttl": session_ttl}
+    first = await start_service(**cache)
     await first.check(PLAIN)
-    second = await start_service(refresh_ahead=50, redis_timeout=2.0)
-    clock = second.service._clock
+    lane = await start_service(**cache)
+    await ready(lane)
+    clock = lane.service._clock
     assert isinstance(clock, ManualClock)
-    clock.advance(20)  # the access answer (60 s) is now within 50 s of its end
-    checks = Checks(second.service)
-    calls = second.platform_calls()
-    outcome = await second.service.check_soon(request(PLAIN))
+    clock.advance(20)  # the access answer (60 s) is now within 50 s of its end; a 30 s session too
+    checks = Checks(lane.service)
+    outcome = await soon(lane.service, request(PLAIN))
     assert (outcome.verdict, outcome.cache) == (Verdict.GRANTED, "hit")
-    assert checks.calls == 1
-    # check's refresh-ahead: answered from the entry, its successor fetched in the background.
-    await asyncio.sleep(0.2)
-    assert second.platform_calls() > calls
-    assert second.lookups()[("access", "l2", "hit")] == 1
+    assert checks.calls == 0  # the lane answered
+    once = {(cache, result): 1.0 for cache in refreshed for result in ("started", "succeeded")}
+
+    async def settled() -> bool:
+        return refreshes(lane) == once
+
+    await eventually(settled, within=5.0)
+    assert lane.lookups() == {("session", "l2", "hit"): 1, ("access", "l2", "hit"): 1}
 
 
 async def test_a_failed_batch_goes_to_check_and_is_counted_once(
@@ -181,7 +216,7 @@ async def test_a_failed_batch_goes_to_check_and_is_counted_once(
     chain._read = failed  # type: ignore[method-assign]
     checks = Checks(second.service)
     outcomes = await asyncio.gather(
-        *(second.service.check_soon(request(session)) for session in SESSIONS[:2])
+        *(soon(second.service, request(session)) for session in SESSIONS[:2])
     )
     # The lane's batch, then check's two chained reads (one batch too): both failed.
     assert failing == 2
@@ -193,7 +228,7 @@ async def test_a_failed_batch_goes_to_check_and_is_counted_once(
     assert second.guard.state == "degraded"
     # Lately failed: the lane stays out of the way until the guard says "ok" again.
     before = checks.calls
-    await second.service.check_soon(request(PLAIN))
+    await soon(second.service, request(PLAIN))
     assert checks.calls == before + 1
 
 
@@ -213,7 +248,7 @@ async def test_a_bug_in_one_answer_fails_that_request_alone(start_service: Start
 
     service._decide_soon = broken  # type: ignore[method-assign]
     results = await asyncio.gather(
-        *(service.check_soon(request(session)) for session in SESSIONS[:3]),
+        *(soon(service, request(session)) for session in SESSIONS[:3]),
         return_exceptions=True,
     )
     assert calls == 3  # one batch, answered in order
@@ -243,12 +278,34 @@ async def test_an_invalidation_heard_while_the_lane_reads_keeps_its_answer_out_o
 
     chain._read = heard_meanwhile  # type: ignore[method-assign]
     checks = Checks(second.service)
-    outcome = await second.service.check_soon(request(PLAIN))
+    outcome = await soon(second.service, request(PLAIN))
     assert checks.calls == 0
     assert (outcome.verdict, outcome.cache) == (Verdict.GRANTED, "hit")
     assert access.peek("100001:all:premium", customer_id="100001") is None
     assert len(access._l1) == len(sessions._l1) == 0
     # Without the invalidation, the same read lands in L1.
     chain._read = read  # type: ignore[method-assign]
-    await second.service.check_soon(request(PLAIN))
+    await soon(second.service, request(PLAIN))
     assert len(access._l1) == len(sessions._l1) == 1
+
+
+@pytest.mark.parametrize("session", [PLAIN, "no-such-session-token"])
+async def test_a_failing_answer_is_the_futures_failure(
+    start_service: StartService, session: str
+) -> None:
+    """What the caller makes of the verdict fails (a bug in the response): the future fails
+    with it, by the lane (an L2 hit) as by check (an unknown session)."""
+    _, second = await warmed(start_service)
+    checks = Checks(second.service)
+    made: list[AccessOutcome] = []
+
+    def failing(outcome: AccessOutcome) -> bytes:
+        made.append(outcome)
+        raise ValueError("cannot make the response")
+
+    with pytest.raises(ValueError, match="cannot make the response"):
+        await second.service.check_soon(request(session), failing)
+    assert checks.calls == (0 if session == PLAIN else 1)
+    assert [outcome.verdict for outcome in made] == [
+        Verdict.GRANTED if session == PLAIN else Verdict.UNAUTHENTICATED
+    ]

@@ -11,7 +11,7 @@ from gateway.metrics import Metrics
 from gateway.web.app import RUNTIME, create_app
 from tests.conftest import free_port
 from tests.service.processes import eventually
-from tests.web.conftest import Stack, StartStack
+from tests.web.conftest import GatewayTestServer, Stack, StartStack
 
 PLAIN = {"Cookie": "paywall_session=demo-session-plain"}
 
@@ -71,3 +71,69 @@ async def test_redis_down_changes_nothing_for_visitors(start_stack: StartStack) 
     assert ready
     assert details["redis"] in ("degraded", "open")  # "open" once the Redis breaker trips
     assert stack.content_requests[-1]["headers"]["X-Paywall-Customer-Id"] == "100001"
+
+
+async def test_the_auth_endpoint_answers_an_l2_only_hit_as_it_answers_a_platform_call(
+    start_stack: StartStack, redis_url: str
+) -> None:
+    """auth_request mode, served as ``paywall-gateway serve`` serves it: a second gateway whose
+    memory holds nothing answers from Redis alone, with no task per request (the access
+    service's lane: its ``check`` is never called), with the status and headers the first
+    gateway answers from its own memory, and counts an L2 hit of each cache."""
+    client = redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+    sections: dict[str, Any] = {
+        "server": {"mode": "auth_request"},
+        "cache": {"redis_url": redis_url, "redis_timeout": 1.0},
+    }
+    first = await start_stack(**sections)
+    sessions = ["demo-session-plain", "demo-session-no-rights"]
+
+    async def answers(gateway: TestServer) -> list[tuple[int, dict[str, str]]]:
+        found = []
+        for session in sessions:
+            headers = {
+                "Cookie": f"paywall_session={session}",
+                "X-Original-URI": "/premium/story",
+            }
+            url = gateway.make_url("/_paywall/auth")
+            async with first.http.get(url, headers=headers) as response:
+                await response.read()
+                kept = {k: v for k, v in response.headers.items() if k.lower() != "date"}
+                found.append((response.status, kept))
+        return found
+
+    await answers(first.gateway)  # the platform answers; stored in Redis
+    expected = await answers(first.gateway)  # from the first gateway's memory: hits
+    assert [(status, h["X-Paywall-Cache"]) for status, h in expected] == [
+        (200, "hit"),
+        (403, "hit"),
+    ]
+    second = GatewayTestServer(
+        create_app(first.settings, metrics=(metrics := Metrics()), clock=first.clock)
+    )
+    await second.start_server()
+    try:
+        service = second.app[RUNTIME].service
+        check = service.check
+        checked: list[object] = []
+
+        async def counted(request: Any) -> Any:
+            checked.append(request)
+            return await check(request)
+
+        service.check = counted  # type: ignore[method-assign]
+        await service._cache._l2.epoch.current()  # read once per process: not the lane's
+        assert await answers(second) == expected
+        assert checked == []  # the lane answered both
+        for cache in ("session", "access"):
+            labels = {"cache": cache, "tier": "l2", "result": "hit"}
+            assert metrics.value("paywall_cache_lookups_total", labels) == 2
+        calls = sum(
+            metrics.value("paywall_platform_requests_total", {"endpoint": e, "status": "200"})
+            for e in ("validate_session", "has_access")
+        )
+        assert calls == 0
+    finally:
+        await second.close()
