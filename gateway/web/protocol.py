@@ -58,7 +58,8 @@ until it is sent: bytes that arrive meanwhile are held back from the parser (rea
 at most one read is held) and parsed after it, so answers leave in order; the keep-alive
 timer is stopped meanwhile; a graceful shutdown sends it first, as aiohttp finishes a request
 in progress. A client that goes away meanwhile gets nothing; an answer that fails (a bug) is
-logged and answered with a 500, and the connection closed. This reads aiohttp's request
+logged and answered with a 500, and the connection closed. An answer that is a future costs
+no task: the connection waits for it by a callback. This reads aiohttp's request
 handler's internals (a few attributes); :data:`ANSWERS_SUPPORTED` says whether the installed
 aiohttp has them, and without them every request goes aiohttp's way.
 """
@@ -219,7 +220,10 @@ what it worked out on the way, handed to the app's handler with the same request
 
 class Later:
     """An :data:`ANSWER_NOW` answer that needs awaiting (a lookup in Redis, a platform call)
-    but nothing else of aiohttp's request: ``answer()`` gives the whole response (bytes).
+    but nothing else of aiohttp's request: ``answer()`` gives an awaitable of the whole
+    response (bytes). A future is waited for by a callback, anything else by a task of its
+    own (the gateway's driver hands back a future that its access service sets: an L2-only
+    hit then costs no task at all).
 
     The connection takes it only where the answer cannot overtake another one: the request is
     the last one of its read (module docstring, "Answers made on arrival"). Otherwise, and on a
