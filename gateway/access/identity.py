@@ -145,16 +145,12 @@ class IdentityResolver:
         return SessionPeek(identity, entry.tier, refresh)
 
     def _refresher(
-        self,
-        entry: CacheEntry[str | None],
-        key: str,
-        token: str,
-        now: datetime | None = None,
+        self, entry: CacheEntry[str | None], key: str, token: str, now: datetime
     ) -> Callable[[], None] | None:
-        """For a valid session's entry inside its refresh-ahead window (at ``now``, else the
-        clock's reading), what :meth:`resolve` starts: a validation in the background, to be
-        called on the event loop; None outside the window."""
-        if (self._clock() if now is None else now) < entry.fresh_until - self._refresh_ahead:
+        """For a valid session's entry inside its refresh-ahead window at ``now``, what
+        :meth:`resolve` starts: a validation in the background, to be called on the event
+        loop; None outside the window."""
+        if now < entry.fresh_until - self._refresh_ahead:
             return None
         ending = entry.fresh_until
 
@@ -199,9 +195,9 @@ class IdentityResolver:
         caller answers from it; inside its refresh window, the refresh to start then), or None
         when only :meth:`resolve` can tell: no fresh valid entry in Redis (a miss, a rejected
         session), or a read that failed. Nothing is counted or started by it, so the
-        :meth:`resolve` that follows counts the request once. False,
-        and nothing started, for anything else than a session token alone, or a session cache
-        that cannot read that way."""
+        :meth:`resolve` that follows counts the request once. False, and nothing started, for
+        anything else than a session token alone, or a session cache that cannot read that
+        way."""
         token = credentials.session_token
         chaining = self._chaining
         if credentials.transfer_token or not token or chaining is None:
@@ -209,15 +205,15 @@ class IdentityResolver:
         key = token_key("session", token)
 
         def answered(known: bool, entry: CacheEntry[str | None] | None) -> None:
-            if (
-                not known
-                or entry is None
-                or entry.value is None
-                or (self._clock() >= entry.fresh_until)
-            ):
+            if not known or entry is None or entry.value is None:
                 done(None)
                 return
-            done(SessionPeek(Identity(entry.value), entry.tier, self._refresher(entry, key, token)))
+            now = self._clock()
+            if now >= entry.fresh_until:
+                done(None)
+                return
+            refresh = self._refresher(entry, key, token, now)
+            done(SessionPeek(Identity(entry.value), entry.tier, refresh))
 
         return chaining.get_chained_soon(key, customer_id=key, then=then, done=answered)
 

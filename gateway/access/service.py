@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from gateway.access.cached import CachedAccess
 from gateway.access.identity import Identity, IdentityResolver, SessionPeek
@@ -96,6 +96,7 @@ class AccessService:
             metrics.coalesced_call
         )
         self._rule_keys: dict[AccessRule, str] = {}
+        self._checking: set[asyncio.Future[Any]] = set()  # check_soon's fall-backs to check
         self._refresh_ahead = refresh_ahead
         self._refresh: RefreshAhead[str] = RefreshAhead("access", refresh_ahead, clock, metrics)
         self._peekable: PeekableCache[CachedAccess] | None = (
@@ -261,7 +262,11 @@ class AccessService:
                         if not answered.done():
                             answered.set_result(answer(decided))
                         return
-                _follow(answered, asyncio.ensure_future(self._checked(request, answer)))
+                checking = asyncio.ensure_future(self._checked(request, answer))
+                # Held until it ends: the loop keeps only a weak reference to a task.
+                self._checking.add(checking)
+                checking.add_done_callback(self._checking.discard)
+                _follow(answered, checking)
             except Exception as exc:  # a bug: the request's answer fails, not the batch
                 if not answered.done():
                     answered.set_exception(exc)

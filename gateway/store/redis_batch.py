@@ -5,8 +5,9 @@ loop, and their L2 lookups (each in its own single-flight task, see
 :class:`~gateway.store.layered.LayeredCache`) reach Redis in the next. Sent one by one, each
 read costs redis-py a connection from the pool, a command and a reply; a :class:`TickBatch`
 sends all of them as one. :class:`GetBatcher` is the batch of plain GETs: one MGET (a Redis
-Cluster: MGET per slot, pipelined, in one go); the chained session-and-access reads of
-:mod:`~gateway.store.redis_chain` are another: one EVALSHA.
+Cluster: MGET per slot, pipelined, in one go). (The chained session-and-access reads of
+:mod:`~gateway.store.redis_chain` are batched per tick too, as one EVALSHA, by their reader,
+whose lookups may also be handed to callbacks: its batch runs as a task of its own.)
 
 The first read of a tick *leads*: it yields once (``sleep(0)``), so that every other read
 started in the same pass joins its batch, then asks Redis and hands each follower its answer.

@@ -210,18 +210,23 @@ async def test_a_client_that_keeps_sending_is_read_no_further(
     assert answered == 8_000
 
 
-async def test_an_answer_that_fails_is_a_500_and_the_connection_closes(
-    app: App, connect: Callable[[], Awaitable[Connection]], caplog: pytest.LogCaptureFixture
-) -> None:
-    app.fail = True
-    client = await waiting(app, connect)
-    app.gate("/later/1").set()
+async def failed_with_500(client: Connection, caplog: pytest.LogCaptureFixture) -> None:
+    """The answer that failed: a 500, the connection closed, one error logged."""
     answer = await client.response()
     assert status_of(answer) == 500
     assert b"Connection: close\r\n" in answer
     assert await client.closed()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["Error answering a request"]
+
+
+async def test_an_answer_that_fails_is_a_500_and_the_connection_closes(
+    app: App, connect: Callable[[], Awaitable[Connection]], caplog: pytest.LogCaptureFixture
+) -> None:
+    app.fail = True
+    client = await waiting(app, connect)
+    app.gate("/later/1").set()
+    await failed_with_500(client, caplog)
 
 
 async def test_an_answer_that_cannot_even_start_is_a_500_and_the_connection_closes(
@@ -229,12 +234,7 @@ async def test_an_answer_that_cannot_even_start_is_a_500_and_the_connection_clos
 ) -> None:
     client = await connect()
     await client.send(get("/broken/1"))
-    answer = await client.response()
-    assert status_of(answer) == 500
-    assert b"Connection: close\r\n" in answer
-    assert await client.closed()
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [r.getMessage() for r in errors] == ["Error answering a request"]
+    await failed_with_500(client, caplog)
     # The server goes on: another connection is answered.
     other = await connect()
     await other.send(get("/now/3"))
