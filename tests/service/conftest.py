@@ -3,6 +3,7 @@ the platform calls a service made."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -189,15 +190,16 @@ StartService = Callable[..., Awaitable[Service]]
 async def start_service(
     aiohttp_server: Any, redis_client: redis.Redis
 ) -> AsyncIterator[StartService]:
-    """``await start_service(cache={...})``: an access service against the simulator, sharing
-    the test's Redis, wired by build_access_service; all of them on one manual clock."""
+    """``await start_service(**cache)``: an access service against the simulator, sharing the
+    test's Redis (or using the client ``redis_with=``), wired by build_access_service; all of
+    them on one manual clock."""
     clock = ManualClock()
     sandbox = create_sandbox(SEED, SandboxOptions(api_token=API_TOKEN), clock=clock)
     server = await aiohttp_server(sandbox)
     services: list[AccessService] = []
     async with aiohttp.ClientSession() as http:
 
-        async def start(**cache: Any) -> Service:
+        async def start(*, redis_with: redis.Redis | None = None, **cache: Any) -> Service:
             platform = {"base_url": str(server.make_url("/api/v3.0")), "api_token": API_TOKEN}
             settings = Settings(
                 routes=ROUTES,
@@ -208,7 +210,12 @@ async def start_service(
             client = PlenigoClient(http, settings.platform, clock=clock, observer=metrics.observer)
             guard = build_redis_guard(settings, metrics)  # what build_access_service makes
             service = build_access_service(
-                settings, client, metrics, clock=clock, redis_client=redis_client, redis_guard=guard
+                settings,
+                client,
+                metrics,
+                clock=clock,
+                redis_client=redis_client if redis_with is None else redis_with,
+                redis_guard=guard,
             )
             services.append(service)
             return Service(service, metrics, guard)
@@ -218,3 +225,26 @@ async def start_service(
         finally:
             for service in services:
                 await service.close()
+
+
+class CheckTasks:
+    """Counts the tasks AccessService.check_soon starts to run ``check`` (its fall-backs): a
+    request its lane answers starts none. A task factory on the running loop, so it counts
+    the same on the compiled build (whose service cannot be patched) as on the pure one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        loop = asyncio.get_running_loop()
+        previous = loop.get_task_factory()
+
+        def factory(
+            loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+        ) -> asyncio.Future[Any]:
+            name = getattr(coro, "__qualname__", None) or type(coro).__name__
+            if "_checked" in name:  # AccessService._checked: check, and the caller's answer
+                self.calls += 1
+            if previous is not None:
+                return previous(loop, coro, **kwargs)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)

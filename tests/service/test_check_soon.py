@@ -2,12 +2,13 @@
 with the tick's other lookups, and otherwise exactly AccessService.check (the same verdicts,
 counts, copies into L1 and refreshes, the request counted once).
 
-Each test checks what the lane did by counting the calls of ``check`` it made: a request that
-the lane answered never calls it; one it could not answer calls it once."""
+Each test checks what the lane did by counting the tasks it started to run ``check``
+(CheckTasks): a request that the lane answered starts none; one it could not answer, one."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import pytest
@@ -16,8 +17,15 @@ import redis.asyncio as redis
 from gateway.access import AccessOutcome, AccessRequest, Credentials, Verdict
 from gateway.access.service import AccessService
 from gateway.store.layered import LayeredCache
-from gateway.store.redis_chain import SCRIPT
-from tests.service.conftest import NO_RIGHTS, PLAIN, ManualClock, Service, StartService
+from gateway.store.redis_chain import SCRIPT, ChainAnswer, ChainLookup, ChainReader
+from tests.service.conftest import (
+    NO_RIGHTS,
+    PLAIN,
+    CheckTasks,
+    ManualClock,
+    Service,
+    StartService,
+)
 from tests.service.processes import eventually
 from tests.service.test_redis_chain import round_trips
 
@@ -26,20 +34,6 @@ SESSIONS = [PLAIN, NO_RIGHTS, "demo-session-paused", "demo-session-blocked-item"
 
 def request(session: str, path: str = "/premium/a") -> AccessRequest:
     return AccessRequest("GET", path, Credentials(session_token=session))
-
-
-class Checks:
-    """Counts the service's ``check`` calls (the lane's fall-backs), and passes them on."""
-
-    def __init__(self, service: AccessService) -> None:
-        self.calls = 0
-        check = service.check
-
-        async def counted(access: AccessRequest) -> AccessOutcome:
-            self.calls += 1
-            return await check(access)
-
-        service.check = counted  # type: ignore[method-assign]
 
 
 def soon(service: AccessService, access: AccessRequest) -> asyncio.Future[AccessOutcome]:
@@ -51,13 +45,16 @@ def fields(outcome: AccessOutcome) -> tuple[object, ...]:
     return (outcome.verdict, outcome.reason, outcome.customer_id, outcome.cache, outcome.fail_open)
 
 
-async def warmed(start_service: StartService, **cache: Any) -> tuple[Service, Service]:
+async def warmed(
+    start_service: StartService, redis_with: redis.Redis | None = None
+) -> tuple[Service, Service]:
     """A process that asked the platform for every session (Redis holds the answers), and a
-    second one whose L1 holds nothing, the script known to Redis."""
-    first = await start_service(refresh_ahead=0, redis_timeout=2.0, **cache)
+    second one (using the client ``redis_with``, if given) whose L1 holds nothing, the script
+    known to Redis."""
+    first = await start_service(refresh_ahead=0, redis_timeout=2.0)
     for session in SESSIONS:
         await first.check(session)
-    second = await start_service(refresh_ahead=0, redis_timeout=2.0, **cache)
+    second = await start_service(refresh_ahead=0, redis_timeout=2.0, redis_with=redis_with)
     await ready(second)
     return first, second
 
@@ -75,7 +72,7 @@ async def test_l2_only_hits_are_answered_by_the_lane_in_one_round_trip(
 ) -> None:
     first, second = await warmed(start_service)
     expected = [fields(await first.check(session)) for session in SESSIONS]
-    checks = Checks(second.service)
+    checks = CheckTasks()
     async with round_trips(redis_url) as seen:
         outcomes = await asyncio.gather(
             *(soon(second.service, request(session)) for session in SESSIONS)
@@ -113,7 +110,7 @@ async def test_the_lane_and_check_agree_at_every_instant(start_service: StartSer
     clock = lane.service._clock
     assert isinstance(clock, ManualClock)
     assert clock is plain.service._clock
-    checks = Checks(lane.service)
+    checks = CheckTasks()
     answered = 0
     for step in range(6):
         await lane.forget_l1()
@@ -147,7 +144,7 @@ async def test_anything_but_an_l2_hit_is_check_itself(
             "GET", "/premium/a", Credentials(transfer_token="no-such-transfer-token")
         ),
     }[case]
-    checks = Checks(second.service)
+    checks = CheckTasks()
     outcome = await soon(second.service, access)
     assert checks.calls == 1  # check answered it
     expected = await reference.service.check(access)
@@ -185,7 +182,7 @@ async def test_entries_in_their_refresh_window_are_answered_and_refreshed_as_che
     clock = lane.service._clock
     assert isinstance(clock, ManualClock)
     clock.advance(20)  # the access answer (60 s) is now within 50 s of its end; a 30 s session too
-    checks = Checks(lane.service)
+    checks = CheckTasks()
     outcome = await soon(lane.service, request(PLAIN))
     assert (outcome.verdict, outcome.cache) == (Verdict.GRANTED, "hit")
     assert checks.calls == 0  # the lane answered
@@ -198,28 +195,45 @@ async def test_entries_in_their_refresh_window_are_answered_and_refreshed_as_che
     assert lane.lookups() == {("session", "l2", "hit"): 1, ("access", "l2", "hit"): 1}
 
 
+CHAIN_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+class ScriptsFail(redis.Redis):
+    """A client whose script calls fail (a lost connection); everything else as usual.
+    ``failed``: the calls of the chain's script (redis_chain) among them."""
+
+    failed = 0
+
+    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+        if args and args[0] == CHAIN_SHA:
+            self.failed += 1
+        raise redis.ConnectionError("lost the connection")
+
+
+class ScriptsHooked(redis.Redis):
+    """A client that runs ``hook`` when a script call has been answered, before its caller
+    sees the answer."""
+
+    hook: Any = None
+
+    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+        answer = await super().evalsha(*args, **kwargs)
+        if self.hook is not None:
+            self.hook()
+        return answer
+
+
 async def test_a_failed_batch_goes_to_check_and_is_counted_once(
     start_service: StartService, redis_client: redis.Redis
 ) -> None:
-    _, second = await warmed(start_service)
-    sessions = second.service._identity._cache
-    assert isinstance(sessions, LayeredCache)
-    chain = sessions._l2._chain
-    assert chain is not None
-    failing = 0
-
-    async def failed(lookups: list[Any]) -> list[Any]:
-        nonlocal failing
-        failing += 1
-        raise redis.ConnectionError("lost the connection")
-
-    chain._read = failed  # type: ignore[method-assign]
-    checks = Checks(second.service)
+    failing = ScriptsFail(connection_pool=redis_client.connection_pool)
+    _, second = await warmed(start_service, redis_with=failing)
+    checks = CheckTasks()
     outcomes = await asyncio.gather(
         *(soon(second.service, request(session)) for session in SESSIONS[:2])
     )
     # The lane's batch, then check's two chained reads (one batch too): both failed.
-    assert failing == 2
+    assert failing.failed == 2
     assert checks.calls == 2  # both asked again, through the guard
     assert [o.verdict for o in outcomes] == [Verdict.GRANTED, Verdict.DENIED]
     # Each request's failed read counted once (check's own), none for the lane's batch.
@@ -232,59 +246,75 @@ async def test_a_failed_batch_goes_to_check_and_is_counted_once(
     assert checks.calls == before + 1
 
 
-async def test_a_bug_in_one_answer_fails_that_request_alone(start_service: StartService) -> None:
+async def test_an_answer_that_fails_fails_that_request_alone(start_service: StartService) -> None:
+    """The caller's answer of one verdict raises (a bug): that request's future fails with it,
+    and the other requests of the batch are answered."""
     first, second = await warmed(start_service)
     expected = [(await first.check(session)).verdict for session in SESSIONS[:3]]
-    service = second.service
-    decide = service._decide_soon
-    calls = 0
+    checks = CheckTasks()
+    made: list[Verdict] = []
 
-    def broken(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+    def answer(outcome: AccessOutcome) -> AccessOutcome:
+        made.append(outcome.verdict)
+        if len(made) == 1:
             raise RuntimeError("a bug")
-        return decide(*args)
+        return outcome
 
-    service._decide_soon = broken  # type: ignore[method-assign]
     results = await asyncio.gather(
-        *(soon(service, request(session)) for session in SESSIONS[:3]),
+        *(second.service.check_soon(request(session), answer) for session in SESSIONS[:3]),
         return_exceptions=True,
     )
-    assert calls == 3  # one batch, answered in order
+    assert checks.calls == 0  # one batch, answered in order by the lane
+    assert made == expected
     assert isinstance(results[0], RuntimeError)
     assert [r.verdict for r in results[1:] if isinstance(r, AccessOutcome)] == expected[1:]
 
 
+async def test_a_callback_that_fails_does_not_cost_the_others_their_answers(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = ChainReader(redis_client)
+    lookup = ChainLookup("pre:", "rec:", "s", "missing", "then:", "trec:", ":x")
+    answered: list[object] = []
+
+    def broken(answer: ChainAnswer | Exception) -> None:
+        raise RuntimeError("a bug")
+
+    reader.submit(lookup, broken)
+    reader.submit(lookup, answered.append)
+    await eventually(lambda: _true(bool(answered)))
+    assert answered == [ChainAnswer(None)]
+    assert reader.batches == 1
+    assert "handing a chained read its answer failed" in caplog.text
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def test_an_invalidation_heard_while_the_lane_reads_keeps_its_answer_out_of_l1(
-    start_service: StartService,
+    start_service: StartService, redis_client: redis.Redis
 ) -> None:
     """The invalidation bus delivers a customer's invalidation while Redis answers the lane's
     read: the answer still answers the request (the two were concurrent), but neither entry
     is copied into L1, where it could outlive the invalidation."""
-    _, second = await warmed(start_service)
+    hooked = ScriptsHooked(connection_pool=redis_client.connection_pool)
+    _, second = await warmed(start_service, redis_with=hooked)
     access = second.service._cache
     sessions = second.service._identity._cache
     assert isinstance(access, LayeredCache)
     assert isinstance(sessions, LayeredCache)
-    chain = access._l2._chain
-    assert chain is not None
-    read = chain._read
-
-    async def heard_meanwhile(lookups: list[Any]) -> list[Any]:
-        answers = await read(lookups)
-        access._l2.generations.forget(access._l2.generation_key("100001"))  # the bus's message
-        return answers
-
-    chain._read = heard_meanwhile  # type: ignore[method-assign]
-    checks = Checks(second.service)
+    records = access._l2.generations
+    # The bus's message, as it drops the customer's record:
+    hooked.hook = lambda: records.forget(access._l2.generation_key("100001"))
+    checks = CheckTasks()
     outcome = await soon(second.service, request(PLAIN))
     assert checks.calls == 0
     assert (outcome.verdict, outcome.cache) == (Verdict.GRANTED, "hit")
     assert access.peek("100001:all:premium", customer_id="100001") is None
     assert len(access._l1) == len(sessions._l1) == 0
     # Without the invalidation, the same read lands in L1.
-    chain._read = read  # type: ignore[method-assign]
+    hooked.hook = None
     await soon(second.service, request(PLAIN))
     assert len(access._l1) == len(sessions._l1) == 1
 
@@ -296,7 +326,7 @@ async def test_a_failing_answer_is_the_futures_failure(
     """What the caller makes of the verdict fails (a bug in the response): the future fails
     with it, by the lane (an L2 hit) as by check (an unknown session)."""
     _, second = await warmed(start_service)
-    checks = Checks(second.service)
+    checks = CheckTasks()
     made: list[AccessOutcome] = []
 
     def failing(outcome: AccessOutcome) -> bytes:

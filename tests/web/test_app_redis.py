@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestServer
 from gateway.metrics import Metrics
 from gateway.web.app import RUNTIME, create_app
 from tests.conftest import free_port
+from tests.service.conftest import CheckTasks
 from tests.service.processes import eventually
 from tests.web.conftest import GatewayTestServer, Stack, StartStack
 
@@ -78,7 +79,7 @@ async def test_the_auth_endpoint_answers_an_l2_only_hit_as_it_answers_a_platform
 ) -> None:
     """auth_request mode, served as ``paywall-gateway serve`` serves it: a second gateway whose
     memory holds nothing answers from Redis alone, with no task per request (the access
-    service's lane: its ``check`` is never called), with the status and headers the first
+    service's lane: no task runs its ``check``), with the status and headers the first
     gateway answers from its own memory, and counts an L2 hit of each cache."""
     client = redis.from_url(redis_url)
     await client.flushdb()
@@ -116,17 +117,10 @@ async def test_the_auth_endpoint_answers_an_l2_only_hit_as_it_answers_a_platform
     await second.start_server()
     try:
         service = second.app[RUNTIME].service
-        check = service.check
-        checked: list[object] = []
-
-        async def counted(request: Any) -> Any:
-            checked.append(request)
-            return await check(request)
-
-        service.check = counted  # type: ignore[method-assign]
         await service._cache._l2.epoch.current()  # read once per process: not the lane's
+        checks = CheckTasks()
         assert await answers(second) == expected
-        assert checked == []  # the lane answered both
+        assert checks.calls == 0  # the lane answered both
         for cache in ("session", "access"):
             labels = {"cache": cache, "tier": "l2", "result": "hit"}
             assert metrics.value("paywall_cache_lookups_total", labels) == 2
