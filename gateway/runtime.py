@@ -108,11 +108,22 @@ async def open_redis(settings: Settings, metrics: Metrics) -> AsyncIterator[Redi
         try:
             yield RedisTier(client, guard, bus)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancelled(task)
     finally:
         await client.aclose()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended. A cancellation that meets the expiry of
+    the subscription's own read timeout can be lost (Python 3.11's ``asyncio.timeout`` then
+    reports the timeout, which redis-py's ``get_message`` takes for "no message", and the
+    listener reads on): so it is cancelled again until it ends, instead of being waited for
+    forever (seen once: ``paywall-gateway invalidate`` hung in CI)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @contextlib.asynccontextmanager
