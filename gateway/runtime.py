@@ -114,11 +114,12 @@ async def open_redis(settings: Settings, metrics: Metrics) -> AsyncIterator[Redi
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait until it has ended. A cancellation that meets the expiry of
-    the subscription's own read timeout can be lost (Python 3.11's ``asyncio.timeout`` then
-    reports the timeout, which redis-py's ``get_message`` takes for "no message", and the
-    listener reads on): so it is cancelled again until it ends, instead of being waited for
-    forever (seen once: ``paywall-gateway invalidate`` hung in CI)."""
+    """Cancel ``task`` and wait until it has ended, cancelling it again every 0.1 s while it
+    runs on. The invalidation bus's listener was seen once to read on after its cancellation
+    (``paywall-gateway invalidate`` hung in CI, the loop polling with the 1 s timeout of the
+    listener's ``get_message``). Where the cancellation was lost was not pinned down; a
+    cancellation meeting the expiry of that read's own timeout, which ``get_message`` takes for
+    "no message", is the likely place. Waiting for a single cancellation would wait forever."""
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)
