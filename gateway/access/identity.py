@@ -240,12 +240,15 @@ class IdentityResolver:
         now = self._clock()
         if entry is not None and now < entry.fresh_until:
             self._metrics.cache_lookup("session", "hit", entry.tier)
-            # Close to its end: answer from it, and validate again in the background. Not for a
-            # rejected token: nobody's visits wait on those, and they must not cost more calls.
-            if now >= entry.fresh_until - self._refresh_ahead and entry.value is not None:
-                ending = entry.fresh_until
-                self._refresh.start(key, lambda: self._validation(key, token, ending))
-            return None if entry.value is None else Identity(entry.value)
+            if entry.value is None:
+                # A rejected token is never refreshed: nobody's visits wait on those, and they
+                # must not cost more calls.
+                return None
+            # Close to its end: answer from it, and validate again in the background.
+            refresh = self._refresher(entry, key, token, now)
+            if refresh is not None:
+                refresh()
+            return Identity(entry.value)
         if then is not None:
             then.discard()  # read before a platform call: the follow-up reads for itself
         try:

@@ -245,19 +245,31 @@ class AccessService:
         match = self._routes.match(request.method, request.path)
         rule = match.rule
         companions = self._companions
-        if match.kind is not RouteKind.PROTECTED or rule is None or companions is None:
-            return asyncio.ensure_future(self._checked(request, answer))
-        rule_key = self._rule_key(rule)
-        then = companions.companion(f":{rule_key}")
-        if then is None:
-            return asyncio.ensure_future(self._checked(request, answer))
+        if match.kind is RouteKind.PROTECTED and rule is not None and companions is not None:
+            rule_key = self._rule_key(rule)
+            then = companions.companion(f":{rule_key}")
+            if then is not None:
+                answered = self._lane(request, answer, then, rule, rule_key)
+                if answered is not None:
+                    return answered
+        return asyncio.ensure_future(self._checked(request, answer))
+
+    def _lane(
+        self,
+        request: AccessRequest,
+        answer: Callable[[AccessOutcome], R],
+        then: CompanionLookup[CachedAccess],
+        rule: AccessRule,
+        rule_key: str,
+    ) -> asyncio.Future[R] | None:
+        """:meth:`check_soon`'s read handed to the batch, and its future; None when the session
+        cannot be read that way (nothing started)."""
         answered: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        lookup = then
 
         def resolved(peeked: SessionPeek | None) -> None:
             try:
                 if peeked is not None:
-                    decided = self._decide_soon(peeked, lookup, rule, rule_key)
+                    decided = self._decide_soon(peeked, then, rule, rule_key)
                     if decided is not None:
                         if not answered.done():
                             answered.set_result(answer(decided))
@@ -272,7 +284,7 @@ class AccessService:
                     answered.set_exception(exc)
 
         if not self._identity.resolve_soon(request.credentials, then=then, done=resolved):
-            return asyncio.ensure_future(self._checked(request, answer))
+            return None
         return answered
 
     async def _checked(self, request: AccessRequest, answer: Callable[[AccessOutcome], R]) -> R:
@@ -300,15 +312,27 @@ class AccessService:
         now = self._clock()
         if now >= entry.fresh_until:
             return None
-        decision = entry.value.decide(rule, now, self._policy)
         self._identity.count_hit(peeked)
-        self._metrics.cache_lookup("access", "hit", entry.tier)
         if peeked.refresh is not None:
             peeked.refresh()
+        return self._hit(entry, identity, rule, key, now)
+
+    def _hit(
+        self,
+        entry: CacheEntry[CachedAccess],
+        identity: Identity,
+        rule: AccessRule,
+        key: str,
+        now: datetime,
+    ) -> AccessOutcome:
+        """The answer from a cached access answer fresh at ``now``: counted as a hit of its
+        tier, its successor fetched in the background when it is close to its end."""
+        self._metrics.cache_lookup("access", "hit", entry.tier)
         if now >= entry.fresh_until - self._refresh_ahead:
-            # Close to its end: answered from it, its successor fetched in the background.
-            ending = entry.fresh_until
+            # Close to its end: answer from it, and fetch its successor in the background.
+            customer_id, ending = identity.customer_id, entry.fresh_until
             self._refresh.start(key, lambda: self._load(key, customer_id, rule, ending))
+        decision = entry.value.decide(rule, now, self._policy)
         return _answer(decision, identity, "hit", decision.stable_until, now)
 
     async def login(self, transfer_token: str) -> Identity | None:
@@ -375,13 +399,7 @@ class AccessService:
             entry = await self._cache.get(key, customer_id=customer_id)
         now = self._clock()
         if entry is not None and now < entry.fresh_until:
-            self._metrics.cache_lookup("access", "hit", entry.tier)
-            if now >= entry.fresh_until - self._refresh_ahead:
-                # Close to its end: answer from it, and fetch its successor in the background.
-                ending = entry.fresh_until
-                self._refresh.start(key, lambda: self._load(key, customer_id, rule, ending))
-            decision = entry.value.decide(rule, now, self._policy)
-            return _answer(decision, identity, "hit", decision.stable_until, now)
+            return self._hit(entry, identity, rule, key, now)
         try:
             fetched = await self._load(key, customer_id, rule)
         except PlatformUnavailable:

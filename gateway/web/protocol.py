@@ -294,7 +294,7 @@ class _RequestHandler(RequestHandler):
         self._scheme = "http"
         # The answerer's note on the last request it declined: (that request's headers, note).
         self._note: tuple[CIMultiDictProxy[str], object] | None = None
-        # A Later being answered: its task, and the bytes that arrived meanwhile (held back
+        # A Later being answered: its future, and the bytes that arrived meanwhile (held back
         # from the parser until it is answered, reading paused while they are).
         self._later: asyncio.Future[bytes] | None = None
         self._held: bytearray | None = None
@@ -393,8 +393,6 @@ class _RequestHandler(RequestHandler):
         waiting.add_done_callback(self._later_done)
 
     def _later_done(self, waiting: asyncio.Future[bytes]) -> None:
-        if waiting is not self._later:
-            return
         if waiting.cancelled():
             self._later = self._held = None
             self.force_close()  # the loop is going away: nothing will answer it
