@@ -1,7 +1,7 @@
 """Requests per second of an L2-only hit next to an L1 hit and a bare aiohttp handler, one run.
 
     .venv/bin/python bench/l2_hit.py [--duration 8] [--connections 32] [--customers 2000]
-        [--max-entries 100] [--redis-timeout S] [--workdir DIR]
+        [--max-entries 100] [--redis-timeout S] [--workdir DIR] [--profile FILE]
 
 Starts, on loopback: the platform simulator with a generated seed file of --customers customers
 (each one session token and an unlimited `premium` subscription), a private redis-server (free
@@ -29,6 +29,11 @@ port, no persistence) and the bare aiohttp handler (bench/bare_app.py, the refer
    Redis too (five per L2-only lookup), so its commands per request are no round trips: `make
    bench` row 4 counts the commands clients send, with MONITOR.
 
+--profile records the measured gateway with py-spy (``pip install py-spy`` into the venv)
+during the L2-only run, native frames included, in py-spy's raw format (one stack per line).
+py-spy pauses the process to sample it, which slows Redis's answers as the gateway sees them:
+give a generous --redis-timeout, or the Redis breaker opens and the platform answers.
+
 Prints req/s, latency, the ratio to the bare handler, and the cache accounting of each run,
 with the load average (the numbers are only as good as the machine is quiet). Exit status 1 if
 the L2 run asked the platform or fewer than 99 % of its lookups were L2 hits.
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -110,6 +116,32 @@ def accounting(result: Result) -> str:
     return "; ".join(parts)
 
 
+def start_profile(pid: int, out: Path, duration: int) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``duration`` seconds into ``out`` (raw, native frames)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit(f"--profile needs py-spy: {spy} is missing (pip install py-spy)")
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--native",
+            "--format",
+            "raw",
+            "--rate",
+            "500",
+            "--duration",
+            str(duration),
+            "--pid",
+            str(pid),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
@@ -121,6 +153,13 @@ def main() -> int:
         type=float,
         default=None,
         help="[cache] redis_timeout of the measured gateway (default: the gateway's default)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record the measured L2-only run with py-spy (native frames, raw output) into this "
+        "file; py-spy's sampling slows the gateway, so that run's figures are not comparable",
     )
     parser.add_argument(
         "--workdir",
@@ -227,10 +266,15 @@ def main() -> int:
                     openings = breaker_openings(tmp / "measured.log")
                     before, redis_before = gateway.metrics(), redis_stats(redis_port)
                     cpu = gateway.cpu_seconds()
+                    spy = None
+                    if args.profile is not None and "L2" in label:
+                        spy = start_profile(gateway.pid, args.profile, args.duration)
                     rate, detail = wrk(
                         gateway.auth_url, headers, args.duration, args.connections, script
                     )
                     cpu = gateway.cpu_seconds() - cpu
+                    if spy is not None:
+                        spy.wait(timeout=60)
                     metrics = gateway.metrics() - before
                     redis_after = redis_stats(redis_port)
                     readyz = gateway.readyz()

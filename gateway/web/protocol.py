@@ -40,8 +40,10 @@ it worked out (the gateway's driver: how its policy routed the request), which t
 gets with that request (:func:`arrival_note`) instead of working it out again. Only requests
 where that cannot change what the client sees are offered:
 
-* the connection is idle: aiohttp's request loop is parked waiting for a request (so it holds
-  none it has not answered yet), nothing is queued, writing is not paused (a client that does
+* the connection is idle: aiohttp holds no request it has not answered yet (none queued, none
+  taken by its request loop whose answer is not written; the loop may still be on its way back
+  from the last one: waiting for it to park would keep every later request of a busy
+  connection on aiohttp's way), it is not closing, writing is not paused (a client that does
   not read its answers meets aiohttp's flow control, not a growing buffer); of pipelined
   requests only the leading ones, so answers leave in order;
 * HTTP/1.1, keeping the connection open; no body (aiohttp's empty payload: neither
@@ -254,6 +256,9 @@ _HANDLER_STATE = (
     "_buffer_paused",
     "_pause_transport_reading",
     "_resume_transport_reading",
+    "_handle_request",
+    "_close",
+    "_force_close",
 )
 _HANDLER_NAMES = {
     name
@@ -285,7 +290,16 @@ class _RequestHandler(RequestHandler):
     """aiohttp's request handler, whose answer to a refused request echoes no input, and which
     offers requests to the app's :data:`ANSWER_NOW` as the parser reads them."""
 
-    __slots__ = ("_answer_now", "_held", "_holding", "_later", "_note", "_peer", "_scheme")
+    __slots__ = (
+        "_answer_now",
+        "_held",
+        "_holding",
+        "_later",
+        "_note",
+        "_peer",
+        "_scheme",
+        "_serving",
+    )
 
     def __init__(self, *args: Any, answer_now: AnswerNow | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -299,6 +313,8 @@ class _RequestHandler(RequestHandler):
         self._later: asyncio.Future[bytes] | None = None
         self._held: bytearray | None = None
         self._holding = False
+        # aiohttp's request loop has taken a request whose answer is not written yet.
+        self._serving = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -315,11 +331,27 @@ class _RequestHandler(RequestHandler):
         # Duck-typed: it stands in for the parser (feed_data, and the rest passed through).
         self._parser = _AnsweringParser(self._parser, self)  # type: ignore[assignment]
 
-    def _parked(self) -> bool:
-        """Whether aiohttp's request loop waits for a request: it has none that it took and
-        has not answered yet (its waiter exists only while it waits)."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
+    def _handle_request(self, *args: Any) -> Any:
+        """aiohttp's handling of a request its request loop took (the loop calls this in the
+        same step as it takes the request, before the handling task runs): the connection is
+        :attr:`_serving` until the answer is written."""
+        self._serving = True
+        return self._served(super()._handle_request(*args))
+
+    async def _served(self, handling: Awaitable[Any]) -> Any:
+        try:
+            return await handling
+        finally:
+            self._serving = False
+
+    def _process_keepalive(self) -> None:
+        """aiohttp's keep-alive timer, which closes a connection whose request loop waits for
+        a request; not while a :class:`Later` is answered (the loop waits meanwhile, as it
+        does while idle): the timer is set again when it is sent."""
+        if self._later is not None:
+            self._keepalive_handle = None
+            return
+        super()._process_keepalive()
 
     def _answered(self, message: Any, payload: Any, last: bool) -> bool:
         """Whether ``message`` was answered here, then or :class:`Later` (the module
@@ -336,7 +368,9 @@ class _RequestHandler(RequestHandler):
             or message.upgrade
             or message.method == "HEAD"
             or self._messages
-            or not self._parked()
+            or self._serving
+            or self._close
+            or self._force_close
             or self._paused
             or "Expect" in message.headers
         ):

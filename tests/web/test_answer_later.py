@@ -281,3 +281,79 @@ async def test_the_keep_alive_timer_waits_for_it_then_closes_an_idle_connection(
     app.gate("/later/1").set()
     assert body_of(await client.response()) == b"later /later/1"
     assert await client.closed(within=2.0)  # idle after it: closed after about 0.3 s
+
+
+@pytest.fixture
+def between(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Bytes fed to the connection the moment aiohttp's handling of a request has written its
+    answer, before aiohttp's request loop is back waiting for the next one: what a busy
+    server reads from a client that answers quickly (the loop's return is a step of its own).
+    One entry per request handled aiohttp's way, in order."""
+    pending: list[bytes] = []
+    served = protocol._RequestHandler._served
+
+    async def then_more(self: protocol._RequestHandler, handling: Awaitable[Any]) -> Any:
+        try:
+            return await served(self, handling)
+        finally:
+            if pending:
+                self.data_received(pending.pop(0))
+
+    monkeypatch.setattr(protocol._RequestHandler, "_served", then_more)
+    return pending
+
+
+async def test_a_request_read_while_aiohttps_loop_returns_is_answered_on_arrival(
+    app: App, connect: Callable[[], Awaitable[Connection]], between: list[bytes]
+) -> None:
+    # Waiting for aiohttp's loop to park would keep every later request of a busy connection
+    # on aiohttp's way, each costing a request object and a task.
+    between.append(get("/now/2"))
+    client = await connect()
+    await client.send(get("/slow/1"))
+    assert body_of(await client.response()) == b"handled /slow/1"
+    assert body_of(await client.response()) == b"now /now/2"
+    await client.send(get("/now/3"))
+    assert body_of(await client.response()) == b"now /now/3"
+    assert [target for target, _ in app.handled] == ["/slow/1"]
+
+
+async def test_a_later_taken_while_aiohttps_loop_returns_outlasts_the_keep_alive_timer(
+    app: App, connect: Callable[[], Awaitable[Connection]], between: list[bytes]
+) -> None:
+    # aiohttp's loop sets the keep-alive timer after the request it handled; that timer closes
+    # a connection whose loop waits, which it does while a Later is answered.
+    server = app.runner.server
+    assert server is not None
+    server._kwargs["keepalive_timeout"] = 0.3  # connections made from now on
+    between.append(get("/later/2"))
+    client = await connect()
+    await client.send(get("/slow/1"))
+    assert body_of(await client.response()) == b"handled /slow/1"
+    await app.started("/later/2")
+    await asyncio.sleep(0.8)  # well past the timeout: the connection is busy, not idle
+    app.gate("/later/2").set()
+    assert body_of(await client.response()) == b"later /later/2"
+    assert await client.closed(within=2.0)  # idle after it: closed after about 0.3 s
+
+
+async def test_a_request_read_before_aiohttps_handling_starts_waits_its_turn(
+    app: App, connect: Callable[[], Awaitable[Connection]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiohttp's loop has taken /slow/1 (its handling is a task that has not run yet) when
+    # /now/2 is read: answering /now/2 on arrival would send it first.
+    handle_request = protocol._RequestHandler._handle_request
+    fed: list[bytes] = [get("/now/2")]
+
+    def taking(self: protocol._RequestHandler, *args: Any) -> Any:
+        handling = handle_request(self, *args)
+        if fed:
+            self.data_received(fed.pop())
+        return handling
+
+    monkeypatch.setattr(protocol._RequestHandler, "_handle_request", taking)
+    client = await connect()
+    await client.send(get("/slow/1"))
+    assert body_of(await client.response()) == b"handled /slow/1"
+    assert body_of(await client.response()) == b"handled /now/2"
+    assert [target for target, _ in app.handled] == ["/slow/1", "/now/2"]
