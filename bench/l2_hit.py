@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/l2_hit.py [--duration 8] [--connections 32] [--customers 2000]
         [--max-entries 100] [--redis-timeout S] [--workdir DIR] [--profile FILE]
+        [--profiler py-spy|perf]
 
 Starts, on loopback: the platform simulator with a generated seed file of --customers customers
 (each one session token and an unlimited `premium` subscription), a private redis-server (free
@@ -29,10 +30,11 @@ port, no persistence) and the bare aiohttp handler (bench/bare_app.py, the refer
    Redis too (five per L2-only lookup), so its commands per request are no round trips: `make
    bench` row 4 counts the commands clients send, with MONITOR.
 
---profile records the measured gateway with py-spy (``pip install py-spy`` into the venv)
-during the L2-only run, native frames included, in py-spy's raw format (one stack per line).
-py-spy pauses the process to sample it, which slows Redis's answers as the gateway sees them:
-give a generous --redis-timeout, or the Redis breaker opens and the platform answers.
+--profile records the measured gateway during the L2-only run: with py-spy (``pip install
+py-spy`` into the venv; native frames, py-spy's raw format, one stack per line), or with
+``--profiler perf`` (Debian's linux-perf, as root; ``perf report -i FILE``). py-spy pauses the
+process to sample it, which slows Redis's answers as the gateway sees them: give a generous
+--redis-timeout, or the Redis breaker opens and the platform answers.
 
 Prints req/s, latency, the ratio to the bare handler, and the cache accounting of each run,
 with the load average (the numbers are only as good as the machine is quiet). Exit status 1 if
@@ -116,30 +118,19 @@ def accounting(result: Result) -> str:
     return "; ".join(parts)
 
 
-def start_profile(pid: int, out: Path, duration: int) -> subprocess.Popen[bytes]:
-    """py-spy recording ``pid`` for ``duration`` seconds into ``out`` (raw, native frames)."""
-    spy = Path(sys.executable).with_name("py-spy")
-    if not spy.exists():
-        raise SystemExit(f"--profile needs py-spy: {spy} is missing (pip install py-spy)")
-    return subprocess.Popen(
-        [
-            str(spy),
-            "record",
-            "--native",
-            "--format",
-            "raw",
-            "--rate",
-            "500",
-            "--duration",
-            str(duration),
-            "--pid",
-            str(pid),
-            "--output",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start_profile(pid: int, out: Path, duration: int, profiler: str) -> subprocess.Popen[bytes]:
+    """``profiler`` recording ``pid`` for ``duration`` seconds into ``out``: py-spy (raw
+    format, native frames) or perf (``perf record``, CPU clock, no call graphs)."""
+    if profiler == "perf":
+        command = ["perf", "record", "-F", "1999", "-p", str(pid), "-o", str(out)]
+        command += ["--", "sleep", str(duration)]
+    else:
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            raise SystemExit(f"--profile needs py-spy: {spy} is missing (pip install py-spy)")
+        command = [str(spy), "record", "--native", "--format", "raw", "--rate", "100"]
+        command += ["--duration", str(duration), "--pid", str(pid), "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -160,6 +151,12 @@ def main() -> int:
         default=None,
         help="record the measured L2-only run with py-spy (native frames, raw output) into this "
         "file; py-spy's sampling slows the gateway, so that run's figures are not comparable",
+    )
+    parser.add_argument(
+        "--profiler",
+        choices=("py-spy", "perf"),
+        default="py-spy",
+        help="what --profile records with (perf: Debian's linux-perf, as root)",
     )
     parser.add_argument(
         "--workdir",
@@ -268,7 +265,7 @@ def main() -> int:
                     cpu = gateway.cpu_seconds()
                     spy = None
                     if args.profile is not None and "L2" in label:
-                        spy = start_profile(gateway.pid, args.profile, args.duration)
+                        spy = start_profile(gateway.pid, args.profile, args.duration, args.profiler)
                     rate, detail = wrk(
                         gateway.auth_url, headers, args.duration, args.connections, script
                     )
