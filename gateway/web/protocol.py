@@ -347,7 +347,8 @@ class _RequestHandler(RequestHandler):
     def _process_keepalive(self) -> None:
         """aiohttp's keep-alive timer, which closes a connection whose request loop waits for
         a request; not while a :class:`Later` is answered (the loop waits meanwhile, as it
-        does while idle): the timer is set again when it is sent."""
+        does while idle): the timer is set again when the answer is sent (:meth:`_kept_alive`),
+        counting from then."""
         if self._later is not None:
             self._keepalive_handle = None
             return
@@ -408,13 +409,10 @@ class _RequestHandler(RequestHandler):
 
     def _answer_later(self, later: Later) -> None:
         """Answer ``later`` when it is ready; until then the connection is busy: what arrives
-        is held (:meth:`_hold`), and the keep-alive timer, which closes idle connections, is
-        stopped (as aiohttp's is while it handles a request). An answer that is a future is
-        waited for by a callback; anything else awaitable by a task."""
-        handle = self._keepalive_handle
-        if handle is not None:
-            handle.cancel()
-            self._keepalive_handle = None
+        is held (:meth:`_hold`), and the keep-alive timer, which closes idle connections,
+        leaves it open (:meth:`_process_keepalive`; the timer is kept rather than stopped and
+        made again for each answer). An answer that is a future is waited for by a callback;
+        anything else awaitable by a task."""
         self._held = bytearray()
         try:
             answer = later.answer()
