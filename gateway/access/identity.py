@@ -53,7 +53,7 @@ SessionCache = PayloadCache[str | None]
 """Session-token hash -> customer id, or None for a session the platform rejected."""
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class Identity:
     """A resolved visitor. ``session_token`` is set when it was just exchanged from a transfer
     token (the front-end sets it as the cookie); ``stale`` when served from an expired entry."""
@@ -62,8 +62,15 @@ class Identity:
     session_token: str | None = None
     stale: bool = False
 
+    def __init__(
+        self, customer_id: str, session_token: str | None = None, stale: bool = False
+    ) -> None:
+        self.customer_id = customer_id
+        self.session_token = session_token
+        self.stale = stale
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class SessionPeek:
     """What this process's session cache alone says about a session token: ``identity`` (None:
     a token the platform rejected, remembered), the ``tier`` that answered (for the lookup
@@ -74,6 +81,13 @@ class SessionPeek:
     identity: Identity | None
     tier: str
     refresh: Callable[[], None] | None = None
+
+    def __init__(
+        self, identity: Identity | None, tier: str, refresh: Callable[[], None] | None = None
+    ) -> None:
+        self.identity = identity
+        self.tier = tier
+        self.refresh = refresh
 
 
 class IdentityResolver:

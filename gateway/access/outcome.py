@@ -6,7 +6,10 @@ platform or a cache themselves.
 Values built on every request are slots dataclasses that are never changed after construction,
 but not ``frozen``: a frozen dataclass's ``__init__`` sets each field through
 ``object.__setattr__``, about five times the cost of a plain one (1.3 against 0.27 us for six
-fields), and a cached decision builds about a dozen of these.
+fields), and a cached decision builds about a dozen of these. Their ``__init__`` is written
+out (``init=False``): the one the dataclass decorator generates is interpreted Python even in
+the compiled build (:mod:`gateway.compiled`), where a written-out one is compiled, about a
+fifth of the cost (0.055 against 0.29 us for five fields, called from compiled code).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class Verdict(enum.Enum):
     UNAVAILABLE = "unavailable"  # platform down and no usable cached answer -> 503
 
 
-@dataclass(slots=True)  # built per request: not frozen (module docstring)
+@dataclass(slots=True, init=False)  # built per request (module docstring)
 class Credentials:
     """Credentials found on a request, already picked by precedence by the front-end.
 
@@ -40,8 +43,12 @@ class Credentials:
     transfer_token: str | None = None
     session_token: str | None = None
 
+    def __init__(self, transfer_token: str | None = None, session_token: str | None = None) -> None:
+        self.transfer_token = transfer_token
+        self.session_token = session_token
 
-@dataclass(slots=True)  # built per request: not frozen (module docstring)
+
+@dataclass(slots=True, init=False)  # built per request (module docstring)
 class AccessRequest:
     """One request to decide: method, the already-normalised path, and its credentials."""
 
@@ -49,8 +56,13 @@ class AccessRequest:
     path: str
     credentials: Credentials = field(default_factory=Credentials)
 
+    def __init__(self, method: str, path: str, credentials: Credentials | None = None) -> None:
+        self.method = method
+        self.path = path
+        self.credentials = Credentials() if credentials is None else credentials
 
-@dataclass(slots=True)  # built per request: not frozen (module docstring)
+
+@dataclass(slots=True, init=False)  # built per request (module docstring)
 class AccessOutcome:
     """The service's answer.
 
@@ -76,3 +88,23 @@ class AccessOutcome:
     session_token: str | None = None
     fail_open: bool = False
     decided_at: datetime | None = field(default=None, compare=False)
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        reason: str,
+        customer_id: str | None = None,
+        cache: CacheSource = "none",
+        expires_at: datetime | None = None,
+        session_token: str | None = None,
+        fail_open: bool = False,
+        decided_at: datetime | None = None,
+    ) -> None:
+        self.verdict = verdict
+        self.reason = reason
+        self.customer_id = customer_id
+        self.cache = cache
+        self.expires_at = expires_at
+        self.session_token = session_token
+        self.fail_open = fail_open
+        self.decided_at = decided_at

@@ -41,7 +41,7 @@ TEXT = "text/plain; charset=utf-8"
 _DEFAULT_TEMPLATE = paywall_template_path()  # gateway/resources/paywall.html, package data
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class Reply:
     """A complete answer of the gateway's own: status, headers (``Content-Type`` among them
     when there is a body) and body."""
@@ -49,6 +49,13 @@ class Reply:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+
+    def __init__(
+        self, status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> None:
+        self.status = status
+        self.headers = [] if headers is None else headers
+        self.body = body
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()

@@ -32,7 +32,7 @@ _HOST = re.compile(
 _METHOD = re.compile(r"[A-Za-z]{1,20}").fullmatch
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class RequestView:
     """One request as received. ``target`` is the raw request target (``/path?query``, still
     percent-encoded); ``peer`` the connection's remote address (None for a Unix socket);
@@ -44,8 +44,17 @@ class RequestView:
     peer: str | None
     scheme: str
 
+    def __init__(
+        self, method: str, target: str, headers: Headers, peer: str | None, scheme: str
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.peer = peer
+        self.scheme = scheme
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class Visitor:
     """The request as the visitor made it: behind nginx, the original one, not the subrequest.
 
@@ -59,6 +68,16 @@ class Visitor:
     scheme: str
     host: str | None
     headers: Headers
+
+    def __init__(
+        self, method: str, path: str, query: str, scheme: str, host: str | None, headers: Headers
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.scheme = scheme
+        self.host = host
+        self.headers = headers
 
     @property
     def wants_json(self) -> bool:

@@ -36,7 +36,7 @@ class Endpoint(Enum):
     TRANSFER = "transfer"
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class Record:
     """What the metrics and the access log say about one request."""
 
@@ -47,6 +47,24 @@ class Record:
     customer_id: str | None = None
     path: str = ""
     outcome: AccessOutcome | None = None
+
+    def __init__(
+        self,
+        mode: str,
+        verdict: str,
+        reason: str,
+        cache: str = "none",
+        customer_id: str | None = None,
+        path: str = "",
+        outcome: AccessOutcome | None = None,
+    ) -> None:
+        self.mode = mode
+        self.verdict = verdict
+        self.reason = reason
+        self.cache = cache
+        self.customer_id = customer_id
+        self.path = path
+        self.outcome = outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +79,7 @@ class Decision:
     reason: str
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class Check:
     """Ask the access service ``access``, then :meth:`FrontEnd.answer` with the outcome."""
 
@@ -70,6 +88,20 @@ class Check:
     request: RequestView
     visitor: Visitor
     mode: str
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        access: AccessRequest,
+        request: RequestView,
+        visitor: Visitor,
+        mode: str,
+    ) -> None:
+        self.endpoint = endpoint
+        self.access = access
+        self.request = request
+        self.visitor = visitor
+        self.mode = mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +114,19 @@ class Login:
     visitor: Visitor
 
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class Answer:
     """A reply of the gateway's own, with what to record about it."""
 
     reply: Reply
     record: Record | None
 
+    def __init__(self, reply: Reply, record: Record | None) -> None:
+        self.reply = reply
+        self.record = record
 
-@dataclass(slots=True)  # built per request: not frozen (see gateway.access.outcome)
+
+@dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)
 class Pass:
     """Let the request through: to ``path`` (normalised, percent-encoded) with ``query`` (the
     visitor's, without the transfer token), ``headers`` added after every client-sent
@@ -103,6 +139,22 @@ class Pass:
     private: bool
     decision: Decision
     record: Record
+
+    def __init__(
+        self,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        private: bool,
+        decision: Decision,
+        record: Record,
+    ) -> None:
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.private = private
+        self.decision = decision
+        self.record = record
 
 
 @dataclass(frozen=True, slots=True)
