@@ -31,6 +31,12 @@ class Verdict(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"  # no (valid) credential on a protected route -> 401
     UNAVAILABLE = "unavailable"  # platform down and no usable cached answer -> 503
 
+    @property
+    def text(self) -> str:
+        """The member's value, read from the member itself: ``value`` is Enum's property, an
+        interpreted call per access even from compiled code, and a decision reads it twice."""
+        return self._value_
+
 
 @dataclass(slots=True, init=False)  # built per request (module docstring)
 class Credentials:

@@ -418,7 +418,7 @@ class FrontEnd:
 def _record(mode: str, path: str, outcome: AccessOutcome) -> Record:
     return Record(
         mode,
-        outcome.verdict.value,
+        outcome.verdict.text,
         outcome.reason,
         outcome.cache,
         outcome.customer_id,

@@ -172,7 +172,7 @@ Step = Check | Login | Answer | Callback
 
 def decision_headers(outcome: AccessOutcome) -> dict[str, str]:
     """The decision as request headers for the upstream or app (and ``auth_request_set``)."""
-    access = "fail-open" if outcome.fail_open else outcome.verdict.value
+    access = "fail-open" if outcome.fail_open else outcome.verdict.text
     headers = {"X-Paywall-Access": access, "X-Paywall-Cache": outcome.cache}
     if outcome.customer_id is not None:
         headers["X-Paywall-Customer-Id"] = outcome.customer_id
@@ -180,5 +180,5 @@ def decision_headers(outcome: AccessOutcome) -> dict[str, str]:
 
 
 def decision(outcome: AccessOutcome) -> Decision:
-    access = "fail-open" if outcome.fail_open else outcome.verdict.value
+    access = "fail-open" if outcome.fail_open else outcome.verdict.text
     return Decision(outcome.customer_id, access, outcome.cache, outcome.reason)
