@@ -229,12 +229,22 @@ def ratio_row(
         scenario=scenario,
         figure=figure,
         reference=f"{reference_label}: {rate_text(reference)}",
-        ratio=ratio_text(values),
+        ratio=ratio_text(values, _digits(median, target)),
         target=f"≥ {target:.2f} x" if target is not None else "— (informational)",
         met=median >= target if target is not None else None,
         chart=ChartPoint("higher", median, low, high, target if target is not None else 0.0),
         chart_label=chart_label,
     )
+
+
+def _digits(median: float, target: float | None) -> int:
+    """Decimals for a ratio: two, or as many as it takes (up to six) for a median that misses
+    its target not to read as the target (0.8955 against 0.90 is shown as 0.895)."""
+    digits = 2
+    if target is not None and median < target:
+        while digits < 6 and f"{median:.{digits}f}" == f"{target:.{digits}f}":
+            digits += 1
+    return digits
 
 
 def auth_headers(token: str) -> list[str]:
