@@ -149,8 +149,8 @@ def main() -> int:
         "--profile",
         type=Path,
         default=None,
-        help="record the measured L2-only run with py-spy (native frames, raw output) into this "
-        "file; py-spy's sampling slows the gateway, so that run's figures are not comparable",
+        help="record the measured L2-only run into this file (with --profiler); py-spy's "
+        "sampling slows the gateway, so that run's figures are not comparable",
     )
     parser.add_argument(
         "--profiler",
