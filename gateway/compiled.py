@@ -13,10 +13,11 @@ such as the proxy's request body in ``gateway.web.bodies``; ``object.__new__`` o
 ``gateway.store.cache``'s entries; subclasses of aiohttp's classes; the access log's threads
 and weak references, whose lines are made by the compiled ``gateway.access_lines``; a slots
 dataclass with a type parameter in ``gateway.store.coalesce``; a runtime-checkable protocol in
-``gateway.store.companion``); the platform's payload (``gateway.core.payload``: a compiled
-frozen dataclass cannot be copied or unpickled); the redaction (subclassed in tests); and what
-is off the request path. No compiled module awaits inside ``finally``: compiled, that makes a
-later call re-raise an earlier call's exception (mypyc/mypyc#1114; ``tests/test_compiled.py``).
+``gateway.store.companion``); the redaction (subclassed in tests); and what is off the request
+path. A compiled frozen dataclass that is copied or pickled says how in a ``__reduce__`` of its
+own (``gateway.core.payload``). No compiled module awaits inside ``finally``: compiled, that
+makes a later call re-raise an earlier call's exception (mypyc/mypyc#1114;
+``tests/test_compiled.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ MODULES = (
     "gateway.access_lines",
     "gateway.core.decision",
     "gateway.core.paths",
+    "gateway.core.payload",
     "gateway.core.policy",
     "gateway.core.routes",
     "gateway.core.timeline",

@@ -1,8 +1,9 @@
 """Dataclasses with a written-out ``__init__`` (``init=False``: the compiled build compiles it,
-where the generated one stays interpreted; gateway.access.outcome) take exactly their fields,
-in order, with the fields' defaults, and set each one. A field added to such a class but not to
-its ``__init__`` fails here instead of leaving the attribute unset. Read from the source, so
-both builds check the same thing (a compiled class's ``__init__`` has no signature to read)."""
+where the generated one stays interpreted; gateway.access.outcome, and for frozen ones
+gateway.core.payload) take exactly their fields, in order, with the fields' defaults, and set
+each one. A field added to such a class but not to its ``__init__`` fails here instead of
+leaving the attribute unset. Read from the source, so both builds check the same thing (a
+compiled class's ``__init__`` has no signature to read)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def _field_default(value: ast.expr | None) -> str | None:
 def test_the_request_path_values_are_found() -> None:
     names = {name.rsplit(":", 1)[1] for name, _ in CLASSES}
     assert {"AccessOutcome", "RequestView", "Record", "Reply", "SessionPeek"} <= names
+    assert {"AccessItem", "AccessPayload", "Decision"} <= names  # frozen ones too
 
 
 @pytest.mark.parametrize(("name", "node"), CLASSES, ids=[name for name, _ in CLASSES])
@@ -85,5 +87,16 @@ def test_init_takes_and_sets_every_field(name: str, node: ast.ClassDef) -> None:
         if isinstance(statement, ast.Assign)
         for target in statement.targets
         if isinstance(target, ast.Attribute) and getattr(target.value, "id", "") == "self"
+    }
+    # A frozen class sets its fields as the generated __init__ does: object.__setattr__(self,
+    # "name", value), spelt out (a compiled build turns only that spelling into a plain store).
+    assigned |= {
+        call.args[1].value
+        for call in ast.walk(inits[0])
+        if isinstance(call, ast.Call)
+        and ast.unparse(call.func) == "object.__setattr__"
+        and len(call.args) == 3
+        and ast.unparse(call.args[0]) == "self"
+        and isinstance(call.args[1], ast.Constant)
     }
     assert assigned == {field for field, _ in fields}, name

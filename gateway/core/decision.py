@@ -42,7 +42,7 @@ REASONS = frozenset({GRANTED, CUSTOMER_BLOCKED, PLATFORM_DENIED, NO_MATCHING_ITE
 _STATIC_DENIALS = frozenset({CUSTOMER_BLOCKED, PLATFORM_DENIED, NO_MATCHING_ITEM})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)  # written out: see gateway.core.payload
 class Decision:
     """The answer for one request, and how long it and its payload can be reused.
 
@@ -59,6 +59,20 @@ class Decision:
     valid_until: datetime
     stable_until: datetime
     cacheable: bool
+
+    def __init__(
+        self,
+        granted: bool,
+        reason: str,
+        valid_until: datetime,
+        stable_until: datetime,
+        cacheable: bool,
+    ) -> None:
+        object.__setattr__(self, "granted", granted)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "valid_until", valid_until)
+        object.__setattr__(self, "stable_until", stable_until)
+        object.__setattr__(self, "cacheable", cacheable)
 
 
 def evaluate_access(

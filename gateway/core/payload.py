@@ -2,6 +2,13 @@
 
 These are plain frozen dataclasses, independent of the platform's JSON shape; the platform
 adapter converts its pydantic models into them. All datetimes are timezone-aware.
+
+The compiled build compiles them (:mod:`gateway.compiled`): an L2 hit builds one payload from
+the shared tier's bytes and decides from it. So their ``__init__`` is written out
+(``init=False``; the generated one stays interpreted, see :mod:`gateway.access.outcome`), each
+field set with ``object.__setattr__`` as a frozen dataclass's own does (mypyc compiles that
+call to a plain store: about a tenth of the generated one's cost), and copy and pickle rebuild
+them through ``__reduce__`` (their fields, in order), which a compiled frozen dataclass needs.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)  # built per L2 hit (module docstring)
 class AccessItem:
     """One access-right item as the platform reported it at the payload's ``fetched_at``.
 
@@ -31,8 +38,49 @@ class AccessItem:
     pause_end: datetime | None = None
     max_cache_date: datetime | None = None
 
+    def __init__(
+        self,
+        access_right_id: str,
+        granted: bool,
+        blocked: bool = False,
+        lifetime_start: datetime | None = None,
+        lifetime_end: datetime | None = None,
+        window_start: time | None = None,
+        window_end: time | None = None,
+        pause_start: datetime | None = None,
+        pause_end: datetime | None = None,
+        max_cache_date: datetime | None = None,
+    ) -> None:
+        object.__setattr__(self, "access_right_id", access_right_id)
+        object.__setattr__(self, "granted", granted)
+        object.__setattr__(self, "blocked", blocked)
+        object.__setattr__(self, "lifetime_start", lifetime_start)
+        object.__setattr__(self, "lifetime_end", lifetime_end)
+        object.__setattr__(self, "window_start", window_start)
+        object.__setattr__(self, "window_end", window_end)
+        object.__setattr__(self, "pause_start", pause_start)
+        object.__setattr__(self, "pause_end", pause_end)
+        object.__setattr__(self, "max_cache_date", max_cache_date)
 
-@dataclass(frozen=True, slots=True)
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            AccessItem,
+            (
+                self.access_right_id,
+                self.granted,
+                self.blocked,
+                self.lifetime_start,
+                self.lifetime_end,
+                self.window_start,
+                self.window_end,
+                self.pause_start,
+                self.pause_end,
+                self.max_cache_date,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, init=False)  # built per L2 hit (module docstring)
 class AccessPayload:
     """The platform's answer for one customer and one set of access-right ids.
 
@@ -44,6 +92,26 @@ class AccessPayload:
     granted: bool
     items: tuple[AccessItem, ...]
     fetched_at: datetime
+
+    def __init__(
+        self,
+        customer_id: str,
+        customer_blocked: bool,
+        granted: bool,
+        items: tuple[AccessItem, ...],
+        fetched_at: datetime,
+    ) -> None:
+        object.__setattr__(self, "customer_id", customer_id)
+        object.__setattr__(self, "customer_blocked", customer_blocked)
+        object.__setattr__(self, "granted", granted)
+        object.__setattr__(self, "items", items)
+        object.__setattr__(self, "fetched_at", fetched_at)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            AccessPayload,
+            (self.customer_id, self.customer_blocked, self.granted, self.items, self.fetched_at),
+        )
 
     @classmethod
     def no_access(cls, customer_id: str, fetched_at: datetime) -> AccessPayload:

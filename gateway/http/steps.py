@@ -67,7 +67,7 @@ class Record:
         self.outcome = outcome
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)  # built per request (gateway.core.payload)
 class Decision:
     """The decision an allowed request carries to the app (``request.state.paywall`` under
     ASGI, ``environ["paywall.decision"]`` under WSGI): ``access`` is ``public``, ``granted``
@@ -77,6 +77,12 @@ class Decision:
     access: str
     cache: str
     reason: str
+
+    def __init__(self, customer_id: str | None, access: str, cache: str, reason: str) -> None:
+        object.__setattr__(self, "customer_id", customer_id)
+        object.__setattr__(self, "access", access)
+        object.__setattr__(self, "cache", cache)
+        object.__setattr__(self, "reason", reason)
 
 
 @dataclass(slots=True, init=False)  # built per request (see gateway.access.outcome)

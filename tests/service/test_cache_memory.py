@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.access.cached import CachedAccess
+from gateway.compiled import compiled_modules
 from gateway.config import Settings
 from gateway.core.decision import Decision, evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
@@ -232,13 +233,24 @@ def test_the_packed_payload_comes_back_equal(payload: AccessPayload) -> None:
             ),
             id="window-time-fold",
         ),
-        pytest.param(AccessPayload("1", False, 1, (), T0), id="flag-not-a-bool"),  # type: ignore[arg-type]
         pytest.param(AccessPayload("\ud800", False, True, (), T0), id="unencodable-id"),
         pytest.param(AccessPayload("1", False, True, (), datetime(2025, 1, 1)), id="naive-fetch"),
     ],
 )
 def test_a_payload_that_cannot_be_packed_exactly_is_kept_as_it_is(payload: AccessPayload) -> None:
     decision = Decision(False, "platform_denied", T0, T0, False)
+    assert CachedAccess(payload, decision, T0).payload is payload
+
+
+def test_a_payload_whose_flag_is_not_a_bool_is_kept_as_it_is_or_cannot_be_made() -> None:
+    decision = Decision(False, "platform_denied", T0, T0, False)
+    try:
+        payload = AccessPayload("1", False, 1, (), T0)  # type: ignore[arg-type]
+    except TypeError:
+        # The compiled build's __init__ checks its arguments' types: no such payload exists.
+        assert "gateway.core.payload" in compiled_modules()
+        return
+    assert "gateway.core.payload" not in compiled_modules()
     assert CachedAccess(payload, decision, T0).payload is payload
 
 
