@@ -67,11 +67,43 @@ def test_a_cached_access_decides_again_after_the_trip() -> None:
         b"[1, 0]",
         b'[1, "x", 0, null]',
         b"[1, 0, 0, 42]",  # a customer id must be a string
+        b"[1, 0, 253402300800000000, null]",  # stale_until past datetime.max
+        b"[1, 0, -62135596800000001, null]",  # before datetime.min
+        b"[1, 253402300800000000, 0, null]",  # fresh_until past datetime.max
     ],
 )
 def test_unreadable_entries_are_codec_errors(raw: bytes) -> None:
     with pytest.raises(CodecError):
         EntryCodec(CustomerIdCodec()).decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("fresh_until", "stale_until"),
+    [
+        (T0, T0 + timedelta(seconds=300)),
+        (T0, T0),
+        (T0 + timedelta(seconds=60), T0),  # stale before fresh
+        (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)),
+    ],
+)
+@pytest.mark.parametrize("owner", [None, "sessions-of:100001", "anything"])
+def test_a_decoded_entry_is_the_entry_that_was_encoded(
+    fresh_until: datetime, stale_until: datetime, owner: str | None
+) -> None:
+    codec = EntryCodec(CustomerIdCodec())
+    entry = CacheEntry("100001", fresh_until, stale_until, owner=owner)
+    for tier in ("l1", "l2"):
+        back, owner_generation = codec.decode_owned(codec.encode(entry, 7), tier)
+        assert (back, back.tier, back.owner, owner_generation) == (
+            entry,
+            tier,
+            owner,
+            7 * bool(owner),
+        )
+        assert (back.fresh_until, back.stale_until) == (fresh_until, stale_until)
+        assert back.stale_until.tzinfo is UTC
+        built = CacheEntry("100001", fresh_until, stale_until, tier, owner)
+        assert (type(back), back._shape) == (type(built), built._shape)
 
 
 async def test_corrupt_value_in_redis_is_a_miss(redis_client: redis.Redis) -> None:
