@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from multidict import CIMultiDict
 
 from gateway.http.credentials import Headers, bearer_token, strip_session_cookie
-from gateway.http.forwarded import UNKNOWN_CLIENT, parse_ip
+from gateway.http.forwarded import address_text
 from gateway.http.names import header_name, param_name
 
 __all__ = [
@@ -231,8 +231,7 @@ def add_forwarded(
 ) -> None:
     """The reverse proxy's own X-Forwarded-For / -Proto / -Host: the chain a trusted proxy
     wrote plus the peer, and the scheme and host it names (else the connection's own)."""
-    address = parse_ip(peer)
-    peer_text = str(address) if address is not None else UNKNOWN_CLIENT
+    peer_text = address_text(peer)
     chain = ", ".join(incoming.getall("X-Forwarded-For", ())) if peer_trusted else ""
     chain = chain.strip().strip(",").strip()
     headers["X-Forwarded-For"] = f"{chain}, {peer_text}" if chain else peer_text

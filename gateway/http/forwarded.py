@@ -16,7 +16,13 @@ import functools
 import ipaddress
 from collections.abc import Iterable
 
-__all__ = ["DEFAULT_TRUSTED_PROXIES", "UNKNOWN_CLIENT", "TrustedProxies", "parse_ip"]
+__all__ = [
+    "DEFAULT_TRUSTED_PROXIES",
+    "UNKNOWN_CLIENT",
+    "TrustedProxies",
+    "address_text",
+    "parse_ip",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,6 +85,26 @@ def _parse_ip(value: str) -> IPAddress | None:
 
 
 _remembered_ip = functools.lru_cache(maxsize=4096)(_parse_ip)
+
+
+def address_text(value: str | None) -> str:
+    """The canonical text of the address ``value`` (``str`` of :func:`parse_ip`'s answer), or
+    :data:`UNKNOWN_CLIENT` when it is not one. Remembered for short values as :func:`parse_ip`
+    is: writing an address out is an interpreted call of :mod:`ipaddress`, a microsecond or
+    two, and a reverse proxy writes its peer's on every request (``X-Forwarded-For``)."""
+    if value is None:
+        return UNKNOWN_CLIENT
+    if len(value) <= _REMEMBERED_ADDRESS_LENGTH:
+        return _remembered_text(value)
+    return _address_text(value)
+
+
+def _address_text(value: str) -> str:
+    address = _parse_ip(value)
+    return UNKNOWN_CLIENT if address is None else str(address)
+
+
+_remembered_text = functools.lru_cache(maxsize=4096)(_address_text)
 
 
 def _is_port(suffix: str) -> bool:

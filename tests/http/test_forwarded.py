@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http.forwarded import UNKNOWN_CLIENT, TrustedProxies, parse_ip
+from gateway.http.forwarded import UNKNOWN_CLIENT, TrustedProxies, address_text, parse_ip
 
 LOOPBACK = TrustedProxies()
 LAN = TrustedProxies(["10.0.0.0/8", "192.168.1.1/32", "fd00::/8"])
@@ -117,6 +117,30 @@ def test_client_address(
 def test_parse_ip(text: str, parsed: str | None) -> None:
     address = parse_ip(text)
     assert (str(address) if address is not None else None) == parsed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "127.0.0.1",
+        " 1.2.3.4 ",
+        "1.2.3.4:8080",
+        "::ffff:10.0.0.1",  # IPv4-mapped: written as IPv4
+        "[2001:DB8::1]:443",  # upper case: written canonically
+        "fe80::1%eth0",
+        "1.2.3",
+        "unknown",
+        "",
+        " " * 200 + "1.2.3.4",  # too long to be remembered, still read
+        "x" * 300,
+    ],
+)
+def test_address_text_is_the_parsed_address_written_out(text: str | None) -> None:
+    address = parse_ip(text)
+    expected = UNKNOWN_CLIENT if address is None else str(address)
+    assert address_text(text) == expected
+    assert address_text(text) == expected  # and the same when remembered
 
 
 def test_invalid_network_is_a_clear_error() -> None:
