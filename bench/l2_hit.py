@@ -32,9 +32,11 @@ port, no persistence) and the bare aiohttp handler (bench/bare_app.py, the refer
 
 --profile records the measured gateway during the L2-only run: with py-spy (``pip install
 py-spy`` into the venv; native frames, py-spy's raw format, one stack per line), or with
-``--profiler perf`` (Debian's linux-perf, as root; ``perf report -i FILE``). py-spy pauses the
-process to sample it, which slows Redis's answers as the gateway sees them: give a generous
---redis-timeout, or the Redis breaker opens and the platform answers.
+``--profiler perf`` (Debian's linux-perf, as root: 499 Hz with DWARF call graphs, tens of MB
+for a run; ``perf report -i FILE --children`` attributes the compiled build's functions,
+``CPyDef_<module>___<name>``, with what they call). py-spy pauses the process to sample it,
+which slows Redis's answers as the gateway sees them: give a generous --redis-timeout, or the
+Redis breaker opens and the platform answers.
 
 Prints req/s, latency, the ratio to the bare handler, and the cache accounting of each run,
 with the load average (the numbers are only as good as the machine is quiet). Exit status 1 if
@@ -120,10 +122,12 @@ def accounting(result: Result) -> str:
 
 def start_profile(pid: int, out: Path, duration: int, profiler: str) -> subprocess.Popen[bytes]:
     """``profiler`` recording ``pid`` for ``duration`` seconds into ``out``: py-spy (raw
-    format, native frames) or perf (``perf record``, CPU clock, no call graphs)."""
+    format, native frames) or perf (``perf record``, CPU clock, DWARF call graphs: without
+    them a profile names only the innermost function, which says little about a compiled
+    build whose work is spread over many small ones)."""
     if profiler == "perf":
-        command = ["perf", "record", "-F", "1999", "-p", str(pid), "-o", str(out)]
-        command += ["--", "sleep", str(duration)]
+        command = ["perf", "record", "-F", "499", "--call-graph", "dwarf,16384"]
+        command += ["-p", str(pid), "-o", str(out), "--", "sleep", str(duration)]
     else:
         spy = Path(sys.executable).with_name("py-spy")
         if not spy.exists():
@@ -156,7 +160,7 @@ def main() -> int:
         "--profiler",
         choices=("py-spy", "perf"),
         default="py-spy",
-        help="what --profile records with (perf: Debian's linux-perf, as root)",
+        help="what --profile records with (perf: Debian's linux-perf, as root, with call graphs)",
     )
     parser.add_argument(
         "--workdir",
