@@ -13,7 +13,7 @@ them through ``__reduce__`` (their fields, in order), which a compiled frozen da
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, time
 
 
@@ -63,21 +63,7 @@ class AccessItem:
         object.__setattr__(self, "max_cache_date", max_cache_date)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (
-            AccessItem,
-            (
-                self.access_right_id,
-                self.granted,
-                self.blocked,
-                self.lifetime_start,
-                self.lifetime_end,
-                self.window_start,
-                self.window_end,
-                self.pause_start,
-                self.pause_end,
-                self.max_cache_date,
-            ),
-        )
+        return _reduced(self)
 
 
 @dataclass(frozen=True, slots=True, init=False)  # built per L2 hit (module docstring)
@@ -108,10 +94,7 @@ class AccessPayload:
         object.__setattr__(self, "fetched_at", fetched_at)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (
-            AccessPayload,
-            (self.customer_id, self.customer_blocked, self.granted, self.items, self.fetched_at),
-        )
+        return _reduced(self)
 
     @classmethod
     def no_access(cls, customer_id: str, fetched_at: datetime) -> AccessPayload:
@@ -119,3 +102,8 @@ class AccessPayload:
         return cls(
             customer_id, customer_blocked=False, granted=False, items=(), fetched_at=fetched_at
         )
+
+
+def _reduced(value: AccessItem | AccessPayload) -> tuple[object, ...]:
+    """``__reduce__`` of a payload class: the class, called again with the fields in order."""
+    return (type(value), tuple(getattr(value, field.name) for field in fields(value)))
