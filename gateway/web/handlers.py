@@ -19,6 +19,7 @@ from typing import NamedTuple
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway.access.outcome import AccessOutcome
 from gateway.access.service import AccessService
 from gateway.errors import PlatformUnavailable
 from gateway.http.observe import Observer
@@ -26,7 +27,7 @@ from gateway.http.policy import FrontEnd
 from gateway.http.request import RequestView
 from gateway.http.steps import Answer, Callback, Check, Endpoint, Login, Pass, Step
 from gateway.metrics import Metrics
-from gateway.web.protocol import Later, arrival_note, expect_continue
+from gateway.web.protocol import Later, Streamed, arrival_note, expect_continue
 from gateway.web.proxy import UpstreamProxy
 from gateway.web.responses import reply_bytes, reply_response
 
@@ -53,10 +54,12 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
 
 class _Routed(NamedTuple):
     """:meth:`Driver.answer_now`'s note on a request it routed and did not answer: the
-    handler of the same request (:func:`~gateway.web.protocol.arrival_note`) starts from it."""
+    handler of the same request (:func:`~gateway.web.protocol.arrival_note`) starts from it,
+    and from the decision made on arrival, if one was (it counted in the metrics then)."""
 
     view: RequestView
     step: Step
+    outcome: AccessOutcome | None = None
 
 
 class Driver:
@@ -98,18 +101,20 @@ class Driver:
         if not isinstance(request, web.Request):
             raise TypeError("the gateway's requests are made by its application")
         noted = arrival_note(request)
+        outcome: AccessOutcome | None = None
         if (
             isinstance(noted, _Routed)
             and noted.view.method == request.method
             and noted.view.target == request.raw_path
         ):
-            view, step = noted  # routed on arrival (answer_now), not answered there
+            view, step, outcome = noted  # routed on arrival (answer_now), not answered there
         else:
             view = request_view(request)  # built once: the policy and the access log read it
             step = self._frontend.route(view)
         if isinstance(step, Check):
             service = self.service
-            outcome = service.peek(step.access, schedule=self._soon)
+            if outcome is None:
+                outcome = service.peek(step.access, schedule=self._soon)
             if outcome is None:
                 outcome = await service.check(step.access)
             answer = self._frontend.answer(step, outcome)
@@ -141,14 +146,15 @@ class Driver:
         :meth:`AccessService.peek` makes, and the policy's own replies (a 400, a 404); the
         auth and deny endpoints' other decisions (Redis, the platform) as a
         :class:`~gateway.web.protocol.Later`: :meth:`AccessService.check`, then the same
-        answer. Not: a page in proxy mode (it may pass to the upstream), the login hand-off,
-        callbacks."""
+        answer. A page in proxy mode, as a Later too: the decision (made here if it can be),
+        then the upstream's answer relayed (:meth:`UpstreamProxy.relay`) or the refusal. Not:
+        the login hand-off, callbacks."""
         started = perf_counter()
         view = RequestView(method, target, headers, peer, scheme)
         step: Step = self._frontend.route(view)
         if isinstance(step, Check):
             if step.endpoint is Endpoint.PAGE:
-                return _Routed(view, step)
+                return self._page_now(view, step, started)
             outcome = self.service.peek(step.access, schedule=self._soon)
             if outcome is None:
                 return Later(_Routed(view, step), lambda: self._checked(view, step, started))
@@ -156,6 +162,42 @@ class Driver:
         if isinstance(step, Answer):
             return self._sent(view, step, started)
         return _Routed(view, step)
+
+    def _page_now(self, view: RequestView, step: Check, started: float) -> bytes | Later | _Routed:
+        """A page in proxy mode, on arrival: a refusal made from memory at once; the
+        upstream's answer, or a decision that needs awaiting, later."""
+        if self._upstream is None or view.method == "CONNECT":
+            return _Routed(view, step)
+        outcome = self.service.peek(step.access, schedule=self._soon)
+        if outcome is None:
+            return Later(_Routed(view, step), lambda: self._page_checked(view, step, started))
+        answer = self._frontend.answer(step, outcome)
+        if not isinstance(answer, Pass):
+            return self._sent(view, answer, started)
+        return Later(_Routed(view, step, outcome), lambda: self._relayed(view, answer, started))
+
+    async def _page_checked(
+        self, view: RequestView, step: Check, started: float
+    ) -> bytes | Streamed:
+        answer = self._frontend.answer(step, await self.service.check(step.access))
+        if not isinstance(answer, Pass):
+            return self._sent(view, answer, started)
+        return await self._relayed(view, answer, started)
+
+    async def _relayed(self, view: RequestView, answer: Pass, started: float) -> bytes | Streamed:
+        """What :meth:`forward` sends for a page that passes (:meth:`UpstreamProxy.relay`),
+        recorded the same way."""
+        upstream = self._upstream
+        if upstream is None:
+            raise RuntimeError("proxy mode without an upstream")
+        observer = self._observer
+        observer.decided(answer.record, started)
+        record = answer.record
+
+        def done(status: int) -> None:
+            observer.logged(view, record, status, started)
+
+        return await upstream.relay(view, answer.path, answer.headers, done, private=answer.private)
 
     def _checked(self, view: RequestView, step: Check, started: float) -> asyncio.Future[bytes]:
         """A :class:`~gateway.web.protocol.Later`'s answer: what :meth:`handle` sends for a

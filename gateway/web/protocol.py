@@ -54,28 +54,32 @@ The same parser read the same bytes, so the handler sees what aiohttp's request 
 keep-alive timer is moved on, as aiohttp does after a request.
 
 An answer that needs awaiting but nothing else of aiohttp's request (a decision read from
-Redis or asked of the platform) may come back as a :class:`Later`. The connection takes it
+Redis or asked of the platform, a page relayed from proxy mode's upstream) may come back as a
+:class:`Later`. The connection takes it
 only for the last request of its read (nothing it has parsed can be overtaken), and is busy
 until it is sent: bytes that arrive meanwhile are held back from the parser (reading paused;
 at most one read is held) and parsed after it, so answers leave in order; the keep-alive
 timer is stopped meanwhile; a graceful shutdown sends it first, as aiohttp finishes a request
 in progress. A client that goes away meanwhile gets nothing; an answer that fails (a bug) is
-logged and answered with a 500, and the connection closed. An answer that is a future costs
-no task: the connection waits for it by a callback. This reads aiohttp's request
-handler's internals (a few attributes); :data:`ANSWERS_SUPPORTED` says whether the installed
-aiohttp has them, and without them every request goes aiohttp's way.
+logged and answered with a 500, and the connection closed. An answer too long to hold whole is
+a :class:`Streamed`: its head is written, then its body as its :class:`BodySource` gives it,
+with aiohttp's flow control (a client that does not read stops the source being read); the
+connection stays busy until the last byte. A body that cannot be completed (:class:`Broken`,
+or a bug, logged) cuts the connection: a truncated answer must not look complete. An answer
+that is a future costs no task: the connection waits for it by a callback. This reads
+aiohttp's request handler's internals (a few attributes); :data:`ANSWERS_SUPPORTED` says
+whether the installed aiohttp has them, and without them every request goes aiohttp's way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -94,9 +98,12 @@ __all__ = [
     "MAX_FIELD_SIZE",
     "MAX_HEADERS",
     "MAX_LINE_SIZE",
+    "BodySource",
+    "Broken",
     "GatewayRunner",
     "Later",
     "ProtocolErrorFilter",
+    "Streamed",
     "arrival_note",
     "describe",
     "expect_continue",
@@ -220,12 +227,41 @@ what it worked out on the way, handed to the app's handler with the same request
 (:func:`arrival_note`)."""
 
 
+class BodySource(Protocol):
+    """The body of a :class:`Streamed` answer, as it comes (already framed for the wire)."""
+
+    async def next(self) -> bytes:
+        """The next bytes to send; ``b""`` once everything was given. Raises :class:`Broken`
+        when the body cannot be completed (the connection is then cut)."""
+        ...
+
+    def close(self) -> None:
+        """Called once, whatever happened (sent whole, the client went away, broken)."""
+        ...
+
+
+class Broken(Exception):
+    """A :class:`BodySource` cannot complete its body (its own source failed, and said so in
+    the log): the connection is cut, so the truncated answer cannot look complete."""
+
+
+class Streamed:
+    """A :class:`Later`'s answer too long to hold whole: ``head`` (the status line and
+    headers) is sent at once, then ``body`` as it comes."""
+
+    __slots__ = ("body", "head")
+
+    def __init__(self, head: bytes, body: BodySource) -> None:
+        self.head = head
+        self.body = body
+
+
 class Later:
-    """An :data:`ANSWER_NOW` answer that needs awaiting (a lookup in Redis, a platform call)
-    but nothing else of aiohttp's request: ``answer()`` gives an awaitable of the whole
-    response (bytes). A future is waited for by a callback, anything else by a task of its
-    own (the gateway's driver hands back a future that its access service sets: an L2-only
-    hit then costs no task at all).
+    """An :data:`ANSWER_NOW` answer that needs awaiting (a lookup in Redis, a platform call,
+    the upstream's answer) but nothing else of aiohttp's request: ``answer()`` gives an
+    awaitable of the whole response (bytes), or of a :class:`Streamed` one. A future is waited
+    for by a callback, a coroutine by a task of its own (the gateway's driver hands back a
+    future that its access service sets: an L2-only hit then costs no task at all).
 
     The connection takes it only where the answer cannot overtake another one: the request is
     the last one of its read (module docstring, "Answers made on arrival"). Otherwise, and on a
@@ -234,7 +270,7 @@ class Later:
 
     __slots__ = ("answer", "note")
 
-    def __init__(self, note: object, answer: Callable[[], Awaitable[bytes]]) -> None:
+    def __init__(self, note: object, answer: Callable[[], Awaitable[bytes | Streamed]]) -> None:
         self.note = note
         self.answer = answer
 
@@ -269,10 +305,12 @@ ANSWERS_SUPPORTED = all(name in _HANDLER_NAMES for name in _HANDLER_STATE)
 """Whether the installed aiohttp's request handler has what :data:`ANSWER_NOW` needs."""
 
 
-def _awaited(answer: Awaitable[bytes]) -> asyncio.Task[bytes]:
+def _awaited(answer: Awaitable[bytes | Streamed]) -> asyncio.Task[bytes | Streamed]:
     """A :class:`Later`'s awaitable answer (not a future) as a task of the running loop."""
+    if asyncio.iscoroutine(answer):
+        return asyncio.get_running_loop().create_task(answer)
 
-    async def wait() -> bytes:
+    async def wait() -> bytes | Streamed:
         return await answer
 
     return asyncio.get_running_loop().create_task(wait())
@@ -308,9 +346,10 @@ class _RequestHandler(RequestHandler):
         self._scheme = "http"
         # The answerer's note on the last request it declined: (that request's headers, note).
         self._note: tuple[CIMultiDictProxy[str], object] | None = None
-        # A Later being answered: its future, and the bytes that arrived meanwhile (held back
-        # from the parser until it is answered, reading paused while they are).
-        self._later: asyncio.Future[bytes] | None = None
+        # A Later being answered: its future (then the task sending a Streamed body), and the
+        # bytes that arrived meanwhile (held back from the parser until it is answered, reading
+        # paused while they are).
+        self._later: asyncio.Future[Any] | None = None
         self._held: bytearray | None = None
         self._holding = False
         # aiohttp's request loop has taken a request whose answer is not written yet.
@@ -424,7 +463,7 @@ class _RequestHandler(RequestHandler):
         self._later = waiting
         waiting.add_done_callback(self._later_done)
 
-    def _later_done(self, waiting: asyncio.Future[bytes]) -> None:
+    def _later_done(self, waiting: asyncio.Future[bytes | Streamed]) -> None:
         if waiting.cancelled():
             self._later = self._held = None
             self.force_close()  # the loop is going away: nothing will answer it
@@ -436,18 +475,58 @@ class _RequestHandler(RequestHandler):
         else:
             self._later_sent(waiting.result())
 
-    def _later_sent(self, response: bytes | None) -> None:
-        """Send a :class:`Later`'s answer (None: it failed), then what was held meanwhile."""
-        self._later = None
-        held, self._held = self._held, None
+    def _later_sent(self, response: bytes | Streamed | None) -> None:
+        """Send a :class:`Later`'s answer (None: it failed), then what was held meanwhile; a
+        :class:`Streamed` one's head, then its body (:meth:`_stream`)."""
         transport = self.transport
         if transport is None or transport.is_closing():
-            return  # the client went away meanwhile
+            self._later = self._held = None  # the client went away meanwhile
+            if isinstance(response, Streamed):
+                response.body.close()
+            return
         if response is None:
+            self._later = self._held = None
             transport.write(_SERVER_ERROR)
             self.force_close()
             return
+        if isinstance(response, Streamed):
+            transport.write(response.head)
+            self._later = self._loop.create_task(self._stream(transport, response.body))
+            return
+        self._later = None
         transport.write(response)
+        self._answer_done()
+
+    async def _stream(self, transport: asyncio.Transport, body: BodySource) -> None:
+        """Send a :class:`Streamed` answer's body, waiting while writing is paused; then what
+        was held meanwhile. A body that breaks, or a client that goes away, ends the
+        connection."""
+        complete = False
+        try:
+            while chunk := await body.next():
+                if transport.is_closing():
+                    return  # the client went away
+                transport.write(chunk)
+                if self._paused:
+                    await self._drain_helper()
+            complete = not transport.is_closing()
+        except (Broken, ConnectionError):
+            pass  # said where it broke; or the client went away
+        except Exception as exc:  # a bug; the answer is cut short all the same
+            self.log_exception("Error sending an answer's body", exc_info=exc)
+        finally:
+            self._later = None
+            body.close()
+            if not complete:
+                self._held = None
+                transport.abort()  # cancelled too: the loop is going away
+        if complete:
+            self._answer_done()
+
+    def _answer_done(self) -> None:
+        """After a :class:`Later`'s answer was sent whole: keep-alive, and on to what arrived
+        meanwhile."""
+        held, self._held = self._held, None
         self._kept_alive()
         if held:
             self.data_received(bytes(held))  # the requests that came meanwhile, in order
@@ -466,13 +545,17 @@ class _RequestHandler(RequestHandler):
                 self._pause_transport_reading()
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 (aiohttp's)
-        """aiohttp's graceful shutdown, after the :class:`Later` being answered is sent (as
-        aiohttp waits for the request its handler is on)."""
-        later = self._later
-        if later is not None and not later.done():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(later)
+        """aiohttp's graceful shutdown, after the :class:`Later` being answered is sent, a
+        :class:`Streamed` one's body too: allowed as long as aiohttp allows the request its
+        handler is on (its two phases of ``timeout`` each)."""
+        try:
+            async with asyncio.timeout(None if timeout is None else 2 * timeout):
+                while (later := self._later) is not None and not later.done():
+                    await asyncio.wait([later])  # its outcome is _later_done's and _stream's
+        except TimeoutError:
+            later = self._later
+            if isinstance(later, asyncio.Task):  # cut, as aiohttp cancels its handler
+                later.cancel()
         await super().shutdown(timeout)
 
     def handle_error(

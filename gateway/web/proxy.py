@@ -8,6 +8,12 @@ read whole and sent in one write), hop-by-hop headers are dropped both ways, cli
 and the visitor's session credentials stay at the gateway unless configured otherwise.
 WebSocket upgrades are proxied frame by frame.
 
+Two ways in, one behaviour: :meth:`UpstreamProxy.forward` relays an aiohttp request;
+:meth:`UpstreamProxy.relay` a request answered on arrival (:mod:`gateway.web.protocol`: a page
+without a body, decided from memory), as the bytes aiohttp would have sent for it
+(:func:`~gateway.web.responses.relayed_head`), or a :class:`~gateway.web.protocol.Streamed`
+answer for a body that is not read whole.
+
 The upstream session must not decompress (the visitor gets the upstream's bytes, with their
 ``Content-Encoding``), must not keep cookies (it serves every visitor) and must not follow
 redirects (they are the visitor's to follow). :func:`create_upstream_session` builds one like
@@ -17,7 +23,7 @@ that.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -25,7 +31,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.http.credentials import SESSION_HEADER
+from gateway.http.credentials import SESSION_HEADER, Headers
 from gateway.http.forward import (
     HOP_BY_HOP_HEADERS,
     add_forwarded,
@@ -35,8 +41,16 @@ from gateway.http.forward import (
     strip_query_param,
 )
 from gateway.http.forwarded import TrustedProxies
+from gateway.http.request import RequestView
 from gateway.web.bodies import limited_body
-from gateway.web.responses import UPSTREAM_TIMED_OUT, UPSTREAM_UNREACHABLE, error_response
+from gateway.web.protocol import Broken, Streamed
+from gateway.web.responses import (
+    UPSTREAM_TIMED_OUT,
+    UPSTREAM_UNREACHABLE,
+    error_bytes,
+    error_response,
+    relayed_head,
+)
 from gateway.web.websocket import is_websocket_upgrade, relay_websocket
 
 __all__ = [
@@ -227,6 +241,68 @@ class UpstreamProxy:
             await response.write_eof()
         return response
 
+    async def relay(
+        self,
+        view: RequestView,
+        path: str,
+        paywall_headers: Mapping[str, str],
+        done: Callable[[int], None],
+        *,
+        private: bool = False,
+    ) -> bytes | Streamed:
+        """:meth:`forward` for a request without a body that was not made into an aiohttp
+        request (answered on arrival): the bytes aiohttp would send for :meth:`forward`'s
+        answer, or a :class:`~gateway.web.protocol.Streamed` answer where :meth:`forward`
+        streams. ``done(status)`` is called once the answer is complete (or cut short)."""
+        url = self.upstream_url(path, view.target)
+        incoming = view.headers
+        headers = self.headers_for(incoming, view.peer, view.scheme, paywall_headers)
+        accept = incoming.get("Accept", "")
+        try:
+            upstream = await self._session.request(
+                view.method,
+                url,
+                headers=headers,
+                allow_redirects=False,
+                auto_decompress=False,
+                skip_auto_headers=self._skip_auto_headers,
+                timeout=self._timeout,
+            )
+        except TimeoutError:
+            log.warning("upstream timed out: %s %s", view.method, path)
+            done(504)
+            return error_bytes(accept, 504, UPSTREAM_TIMED_OUT)
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("upstream unreachable: %s %s: %r", view.method, path, exc)
+            done(502)
+            return error_bytes(accept, 502, UPSTREAM_UNREACHABLE)
+
+        status = upstream.status
+        try:
+            fields = self.response_headers(upstream.headers, private=private)
+            length = upstream.content_length
+            if length is not None and length <= WHOLE_BODY:
+                # As forward(): read whole, a failure before the end is a 504 or a 502.
+                try:
+                    whole = await upstream.read()
+                except TimeoutError:
+                    log.warning("upstream timed out mid-body: %s %s", view.method, path)
+                    status, whole = 504, error_bytes(accept, 504, UPSTREAM_TIMED_OUT)
+                except (aiohttp.ClientError, OSError) as broken:
+                    log.warning("upstream failed mid-body: %s %s: %r", view.method, path, broken)
+                    status, whole = 502, error_bytes(accept, 502, UPSTREAM_UNREACHABLE)
+                else:
+                    whole = relayed_head(view.method, status, upstream.reason, fields) + whole
+                upstream.release()
+                done(status)
+                return whole
+            head = relayed_head(view.method, status, upstream.reason, fields)
+        except BaseException:
+            upstream.close()
+            raise
+        chunked = fields.get("Transfer-Encoding") == "chunked"
+        return Streamed(head, _UpstreamBody(upstream, view.method, path, chunked, done))
+
     def upstream_url(self, path: str, raw_path: str) -> URL:
         """The upstream URL for ``path`` with the query of ``raw_path`` minus the transfer token."""
         query = strip_query_param(raw_path.partition("?")[2], self._options.transfer_token_param)
@@ -243,8 +319,18 @@ class UpstreamProxy:
         self, request: web.Request, paywall_headers: Mapping[str, str]
     ) -> CIMultiDict[str]:
         """The headers the upstream gets for ``request`` (:mod:`gateway.http.forward`)."""
-        incoming = request.headers
-        peer_trusted = self._trusted.is_trusted(request.remote)
+        return self.headers_for(request.headers, request.remote, request.scheme, paywall_headers)
+
+    def headers_for(
+        self,
+        incoming: Headers,
+        peer: str | None,
+        scheme: str,
+        paywall_headers: Mapping[str, str],
+    ) -> CIMultiDict[str]:
+        """The headers the upstream gets for a request with ``incoming`` headers from ``peer``
+        over ``scheme``."""
+        peer_trusted = self._trusted.is_trusted(peer)
         options = self._options
         headers = forward_headers(
             incoming.items(),
@@ -256,9 +342,7 @@ class UpstreamProxy:
             forward_session_token=options.forward_session_token,
             proxy=True,
         )
-        add_forwarded(
-            headers, incoming, peer=request.remote, scheme=request.scheme, peer_trusted=peer_trusted
-        )
+        add_forwarded(headers, incoming, peer=peer, scheme=scheme, peer_trusted=peer_trusted)
         return headers
 
     def response_headers(
@@ -278,6 +362,55 @@ class UpstreamProxy:
                 upstream_headers.getall("Cache-Control", [])
             )
         return headers
+
+
+class _UpstreamBody:
+    """The upstream's body for a :class:`~gateway.web.protocol.Streamed` answer: as it comes,
+    chunked when the head says so; an upstream that fails midway is logged and
+    :class:`~gateway.web.protocol.Broken` (the visitor's connection is cut, as
+    :meth:`UpstreamProxy.forward` cuts it)."""
+
+    def __init__(
+        self,
+        upstream: aiohttp.ClientResponse,
+        method: str,
+        path: str,
+        chunked: bool,
+        done: Callable[[int], None],
+    ) -> None:
+        self._upstream = upstream
+        self._method = method
+        self._path = path
+        self._chunked = chunked
+        self._done: Callable[[int], None] | None = done
+        self._ended = False
+
+    async def next(self) -> bytes:
+        if self._ended:
+            return b""
+        try:
+            chunk = await self._upstream.content.readany()
+        except (aiohttp.ClientError, TimeoutError, OSError) as failure:
+            log.warning(
+                "upstream failed mid-response: %s %s: %r", self._method, self._path, failure
+            )
+            raise Broken from failure
+        if not chunk:
+            self._ended = True
+            return b"0\r\n\r\n" if self._chunked else b""
+        if self._chunked:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return chunk
+
+    def close(self) -> None:
+        done, self._done = self._done, None
+        if done is None:
+            return
+        if self._ended:
+            self._upstream.release()
+        else:
+            self._upstream.close()  # not read to its end: the connection cannot be reused
+        done(self._upstream.status)
 
 
 def _client_gone(request: web.Request) -> bool:

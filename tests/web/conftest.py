@@ -17,6 +17,7 @@ from gateway.sandbox.app import STATE, SandboxOptions
 from gateway.sandbox.app import create_app as create_sandbox
 from gateway.sandbox.data import load_data
 from gateway.web.app import create_app
+from gateway.web.handlers import Driver
 from gateway.web.protocol import GatewayRunner
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import T0, ManualClock
@@ -162,3 +163,17 @@ async def start_stack(
     yield start
     for gateway in reversed(gateways):
         await gateway.close()
+
+
+@pytest.fixture
+def slow_way(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The targets of the requests that went aiohttp's way (the driver's ``handle``)."""
+    seen: list[str] = []
+    handle = Driver.handle
+
+    async def counting(self: Driver, request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(request.raw_path)
+        return await handle(self, request)
+
+    monkeypatch.setattr(Driver, "handle", counting)
+    return seen

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from gateway.http.replies import Reply
 from gateway.web import protocol
-from gateway.web.handlers import Driver
 from gateway.web.protocol import ANSWERS_SUPPORTED
 from gateway.web.responses import reply_bytes
 from tests.conftest import AccessCapture, free_port
@@ -26,20 +25,6 @@ from tests.web.conftest import Stack, StartStack
 PLAIN = "paywall_session=demo-session-plain"
 NO_RIGHTS = "paywall_session=demo-session-no-rights"
 DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
-
-
-@pytest.fixture
-def slow_way(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The targets of the requests that went aiohttp's way (the driver's ``handle``)."""
-    seen: list[str] = []
-    handle = Driver.handle
-
-    async def counting(self: Driver, request: web.BaseRequest) -> web.StreamResponse:
-        seen.append(request.raw_path)
-        return await handle(self, request)
-
-    monkeypatch.setattr(Driver, "handle", counting)
-    return seen
 
 
 def auth_request(
@@ -122,13 +107,14 @@ async def cached(
 async def answering_server(
     answerer: protocol.AnswerNow,
     handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    shutdown_timeout: float = 60.0,
 ) -> tuple[protocol.GatewayRunner, int]:
     """A listener of the gateway's runner for an app of the test's own: ``answerer`` offered
     each request on arrival, ``handler`` the rest (aiohttp's way). The caller cleans it up."""
     app = web.Application()
     app[protocol.ANSWER_NOW] = answerer
     app[protocol.DIRECT_HANDLER] = handler
-    runner = protocol.GatewayRunner(app)
+    runner = protocol.GatewayRunner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
