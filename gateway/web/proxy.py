@@ -184,16 +184,7 @@ class UpstreamProxy:
         body_state: list[bool] = [False]  # set when the body outgrows max_request_body
         body = limited_body(request, limit, body_state) if request.body_exists else None
         try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                auto_decompress=False,
-                skip_auto_headers=self._skip_auto_headers,
-                timeout=self._timeout,
-            )
+            upstream = await self._request(request.method, url, headers, body)
         except TimeoutError:
             log.warning("upstream timed out: %s %s", request.method, path)
             return error_response(request, 504, UPSTREAM_TIMED_OUT)
@@ -215,14 +206,9 @@ class UpstreamProxy:
                 # (one await and one write instead of a streaming loop). An upstream that
                 # stalls or fails before its body is complete is a 504 or a 502: nothing was
                 # sent yet, so the visitor gets an answer instead of a cut connection.
-                try:
-                    whole = await upstream.read()
-                except TimeoutError:
-                    log.warning("upstream timed out mid-body: %s %s", request.method, path)
-                    return error_response(request, 504, UPSTREAM_TIMED_OUT)
-                except (aiohttp.ClientError, OSError) as broken:
-                    log.warning("upstream failed mid-body: %s %s: %r", request.method, path, broken)
-                    return error_response(request, 502, UPSTREAM_UNREACHABLE)
+                whole = await _read_whole(upstream, request.method, path)
+                if not isinstance(whole, bytes):
+                    return error_response(request, *whole)
                 await response.prepare(request)
                 await response.write_eof(whole)
                 return response
@@ -257,25 +243,16 @@ class UpstreamProxy:
         url = self.upstream_url(path, view.target)
         incoming = view.headers
         headers = self.headers_for(incoming, view.peer, view.scheme, paywall_headers)
-        accept = incoming.get("Accept", "")
         try:
-            upstream = await self._session.request(
-                view.method,
-                url,
-                headers=headers,
-                allow_redirects=False,
-                auto_decompress=False,
-                skip_auto_headers=self._skip_auto_headers,
-                timeout=self._timeout,
-            )
+            upstream = await self._request(view.method, url, headers, None)
         except TimeoutError:
             log.warning("upstream timed out: %s %s", view.method, path)
             done(504)
-            return error_bytes(accept, 504, UPSTREAM_TIMED_OUT)
+            return error_bytes(incoming.get("Accept", ""), 504, UPSTREAM_TIMED_OUT)
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream unreachable: %s %s: %r", view.method, path, exc)
             done(502)
-            return error_bytes(accept, 502, UPSTREAM_UNREACHABLE)
+            return error_bytes(incoming.get("Accept", ""), 502, UPSTREAM_UNREACHABLE)
 
         status = upstream.status
         try:
@@ -283,25 +260,35 @@ class UpstreamProxy:
             length = upstream.content_length
             if length is not None and length <= WHOLE_BODY:
                 # As forward(): read whole, a failure before the end is a 504 or a 502.
-                try:
-                    whole = await upstream.read()
-                except TimeoutError:
-                    log.warning("upstream timed out mid-body: %s %s", view.method, path)
-                    status, whole = 504, error_bytes(accept, 504, UPSTREAM_TIMED_OUT)
-                except (aiohttp.ClientError, OSError) as broken:
-                    log.warning("upstream failed mid-body: %s %s: %r", view.method, path, broken)
-                    status, whole = 502, error_bytes(accept, 502, UPSTREAM_UNREACHABLE)
+                whole = await _read_whole(upstream, view.method, path)
+                if isinstance(whole, bytes):
+                    data = relayed_head(view.method, status, upstream.reason, fields) + whole
                 else:
-                    whole = relayed_head(view.method, status, upstream.reason, fields) + whole
+                    status, data = whole[0], error_bytes(incoming.get("Accept", ""), *whole)
                 upstream.release()
                 done(status)
-                return whole
+                return data
             head = relayed_head(view.method, status, upstream.reason, fields)
         except BaseException:
             upstream.close()
             raise
         chunked = fields.get("Transfer-Encoding") == "chunked"
         return Streamed(head, _UpstreamBody(upstream, view.method, path, chunked, done))
+
+    async def _request(
+        self, method: str, url: URL, headers: CIMultiDict[str], body: object
+    ) -> aiohttp.ClientResponse:
+        """The upstream request, as both ways in send it (``body`` None: none)."""
+        return await self._session.request(
+            method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            auto_decompress=False,
+            skip_auto_headers=self._skip_auto_headers,
+            timeout=self._timeout,
+        )
 
     def upstream_url(self, path: str, raw_path: str) -> URL:
         """The upstream URL for ``path`` with the query of ``raw_path`` minus the transfer token."""
@@ -362,6 +349,21 @@ class UpstreamProxy:
                 upstream_headers.getall("Cache-Control", [])
             )
         return headers
+
+
+async def _read_whole(
+    upstream: aiohttp.ClientResponse, method: str, path: str
+) -> bytes | tuple[int, str]:
+    """The upstream's whole body, or (logged) the status and message to answer instead: 504
+    when it stalls, 502 when it fails before the end."""
+    try:
+        return await upstream.read()
+    except TimeoutError:
+        log.warning("upstream timed out mid-body: %s %s", method, path)
+        return 504, UPSTREAM_TIMED_OUT
+    except (aiohttp.ClientError, OSError) as broken:
+        log.warning("upstream failed mid-body: %s %s: %r", method, path, broken)
+        return 502, UPSTREAM_UNREACHABLE
 
 
 class _UpstreamBody:

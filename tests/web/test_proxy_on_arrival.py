@@ -439,12 +439,11 @@ class _Source:
         self.closed += 1
 
 
-@pytest.mark.parametrize("failure", [None, protocol.Broken(), RuntimeError("a bug")])
-async def test_a_streamed_answer_is_sent_whole_or_its_connection_cut(
-    failure: Exception | None, caplog: pytest.LogCaptureFixture
-) -> None:
-    head = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"
-    source = _Source([b"abc", b"def"], failure)
+async def streaming_server(
+    head: bytes, source: _Source, shutdown_timeout: float = 60.0
+) -> tuple[protocol.GatewayRunner, int]:
+    """A listener of the gateway's runner that answers every request on arrival, later, with
+    ``head`` and then ``source``'s body. The caller cleans it up."""
 
     async def streamed() -> protocol.Streamed:
         return protocol.Streamed(head, source)
@@ -455,7 +454,16 @@ async def test_a_streamed_answer_is_sent_whole_or_its_connection_cut(
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         raise AssertionError("everything is answered on arrival")
 
-    runner, port = await answering_server(answerer, handler)
+    return await answering_server(answerer, handler, shutdown_timeout)
+
+
+@pytest.mark.parametrize("failure", [None, protocol.Broken(), RuntimeError("a bug")])
+async def test_a_streamed_answer_is_sent_whole_or_its_connection_cut(
+    failure: Exception | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"
+    source = _Source([b"abc", b"def"], failure)
+    runner, port = await streaming_server(head, source)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(get("/a", None))
@@ -483,8 +491,8 @@ async def test_a_streamed_answer_is_sent_whole_or_its_connection_cut(
 
 
 async def test_a_graceful_shutdown_sends_a_streamed_body_whole() -> None:
-    # aiohttp allows a request its handler is on two phases of the shutdown timeout (1 s
-    # here); so is the body (1.5 s), not only the head, or it would be cut after one phase.
+    # A body (1.5 s) that outlasts one phase of the shutdown timeout (1 s; aiohttp allows a
+    # request its handler is on two) is sent whole while the runner shuts down.
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
     started = asyncio.Event()
 
@@ -496,17 +504,7 @@ async def test_a_graceful_shutdown_sends_a_streamed_body_whole() -> None:
             return await super().next()
 
     source = Slow([b"abc", b"def", b"ghi"])
-
-    async def streamed() -> protocol.Streamed:
-        return protocol.Streamed(head, source)
-
-    def answerer(*args: Any) -> protocol.Later:
-        return protocol.Later(None, streamed)
-
-    async def handler(request: web.BaseRequest) -> web.StreamResponse:
-        raise AssertionError("everything is answered on arrival")
-
-    runner, port = await answering_server(answerer, handler, shutdown_timeout=1.0)
+    runner, port = await streaming_server(head, source, shutdown_timeout=1.0)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(get("/a", None))
     async with asyncio.timeout(10):
