@@ -8,8 +8,6 @@ Each test checks what the lane did by counting the tasks it started to run ``che
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -27,6 +25,7 @@ from tests.service.conftest import (
     StartService,
 )
 from tests.service.processes import eventually
+from tests.service.scripts import ScriptHooks, hooked_client
 from tests.service.test_redis_chain import round_trips
 
 SESSIONS = [PLAIN, NO_RIGHTS, "demo-session-paused", "demo-session-blocked-item"]
@@ -195,45 +194,20 @@ async def test_entries_in_their_refresh_window_are_answered_and_refreshed_as_che
     assert lane.lookups() == {("session", "l2", "hit"): 1, ("access", "l2", "hit"): 1}
 
 
-CHAIN_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
-
-
-class ScriptsFail(redis.Redis):
-    """A client whose script calls fail (a lost connection); everything else as usual.
-    ``failed``: the calls of the chain's script (redis_chain) among them."""
-
-    failed = 0
-
-    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:
-        if args and args[0] == CHAIN_SHA:
-            self.failed += 1
-        raise redis.ConnectionError("lost the connection")
-
-
-class ScriptsHooked(redis.Redis):
-    """A client that runs ``hook`` when a script call has been answered, before its caller
-    sees the answer."""
-
-    hook: Any = None
-
-    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:
-        answer = await super().evalsha(*args, **kwargs)
-        if self.hook is not None:
-            self.hook()
-        return answer
-
-
 async def test_a_failed_batch_goes_to_check_and_is_counted_once(
-    start_service: StartService, redis_client: redis.Redis
+    start_service: StartService, redis_url: str
 ) -> None:
-    failing = ScriptsFail(connection_pool=redis_client.connection_pool)
-    _, second = await warmed(start_service, redis_with=failing)
+    failing = ScriptHooks()
+    failing.fail = True
+    _, second = await warmed(start_service, redis_with=hooked_client(redis_url, failing))
     checks = CheckTasks()
     outcomes = await asyncio.gather(
         *(soon(second.service, request(session)) for session in SESSIONS[:2])
     )
-    # The lane's batch, then check's two chained reads (one batch too): both failed.
-    assert failing.failed == 2
+    # The lane's batch, then check's two chained reads (one batch too): both failed. The
+    # first on a new connection, once; the second on the connection the reader kept, which
+    # may have gone stale meanwhile, so it was tried once more.
+    assert failing.failed == 3
     assert checks.calls == 2  # both asked again, through the guard
     assert [o.verdict for o in outcomes] == [Verdict.GRANTED, Verdict.DENIED]
     # Each request's failed read counted once (check's own), none for the lane's batch.
@@ -293,13 +267,13 @@ async def _true(value: bool) -> bool:
 
 
 async def test_an_invalidation_heard_while_the_lane_reads_keeps_its_answer_out_of_l1(
-    start_service: StartService, redis_client: redis.Redis
+    start_service: StartService, redis_url: str
 ) -> None:
     """The invalidation bus delivers a customer's invalidation while Redis answers the lane's
     read: the answer still answers the request (the two were concurrent), but neither entry
     is copied into L1, where it could outlive the invalidation."""
-    hooked = ScriptsHooked(connection_pool=redis_client.connection_pool)
-    _, second = await warmed(start_service, redis_with=hooked)
+    hooked = ScriptHooks()
+    _, second = await warmed(start_service, redis_with=hooked_client(redis_url, hooked))
     access = second.service._cache
     sessions = second.service._identity._cache
     assert isinstance(access, LayeredCache)

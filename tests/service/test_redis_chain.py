@@ -41,6 +41,7 @@ from tests.service.conftest import (
     StartService,
 )
 from tests.service.processes import eventually
+from tests.service.scripts import ScriptHooks, hooked_client
 from tests.service.test_redis_connect import cluster_url  # noqa: F401 (a fixture)
 from tests.service.test_redis_generations import (
     ACCESS,
@@ -203,25 +204,6 @@ async def test_lookups_that_join_one_read_share_what_it_brought(
 # --- (2) invalidations --------------------------------------------------------------------------
 
 
-class HeldScripts:
-    """A client whose script answers Redis gives at once, but which reach the caller only once
-    ``release`` is set; ``answered`` is set when Redis has answered one."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self.answered = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def evalsha(self, *args: Any) -> Any:
-        answer = await self._client.evalsha(*args)
-        self.answered.set()
-        await self.release.wait()
-        return answer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
 Invalidate = Callable[[Node, Node], Awaitable[None]]
 # What is invalidated, by this process or another one; and which of (session, access) a lookup
 # afterwards must miss.
@@ -260,8 +242,8 @@ async def test_a_chained_read_racing_an_invalidation_never_lands_in_l1(
 ) -> None:
     clock = ManualClock()
     a = await start_node()
-    held = HeldScripts(connect_redis(redis_url, connect_timeout=2.0))
-    b = await start_node(client=held)
+    held = ScriptHooks().hold()
+    b = await start_node(client=hooked_client(redis_url, held))
     await warm(a, clock)
     await ready(b)
     lookup = asyncio.create_task(b.chained_lookup())
@@ -473,6 +455,86 @@ async def test_a_batch_that_meets_noscript_loads_the_script_once_and_fails_nothi
     assert (b.guard.state, b.guard.is_open, b.guard.skipped) == ("ok", False, 0)
 
 
+async def connections_received(client: redis.Redis) -> int:
+    stats = await client.info("stats")
+    return int(stats["total_connections_received"])
+
+
+async def test_batch_after_batch_the_reader_opens_no_connection(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """The script goes out on a connection the reader keeps: batch after batch, Redis sees no
+    new connection (the client's own commands would take one from the pool and give it back:
+    the reader's stays out of it)."""
+    a, b = await start_node(), await start_node()
+    await warm(a, ManualClock())
+    await ready(b)
+    await b.forget_l1()
+    await assert_chained_hit(b)
+    assert b.chain is not None
+    before, batches = await connections_received(redis_client), b.chain.batches
+    for _ in range(5):
+        await b.forget_l1()
+        await assert_chained_hit(b)
+    assert b.chain.batches == batches + 5
+    assert await connections_received(redis_client) == before
+    assert a.errors == b.errors == []
+
+
+async def test_a_kept_connection_that_redis_closed_is_tried_once_more(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """Redis closed the connection the reader kept (a restart, an idle timeout, CLIENT KILL):
+    the next batch meets the closed connection, connects again and asks once more; nothing
+    fails and nothing is counted."""
+    a, b = await start_node(), await start_node()
+    await warm(a, ManualClock())
+    await ready(b)
+    await b.forget_l1()
+    await assert_chained_hit(b)
+    killed = await redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert killed >= 1  # the reader's, and whichever others the nodes had open
+    before = await connections_received(redis_client)
+    await b.forget_l1()
+    await assert_chained_hit(b)
+    assert await connections_received(redis_client) > before  # it connected again
+    assert a.errors == b.errors == []
+    assert (b.guard.state, b.guard.is_open) == ("ok", False)
+
+
+async def test_closing_the_client_closes_the_connections_the_reader_kept(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The kept connections stay the pool's (taken with ``get_connection``): closing the
+    client closes them too, and nothing is left open in Redis."""
+    name = f"chain-{secrets.token_hex(4)}"
+    client = connect_redis(f"{redis_url}?client_name={name}", connect_timeout=2.0)
+    errors: list[str] = []
+    sessions, access = chained_caches(
+        client, ManualClock(), RedisGuard(timeout=2.0, on_error=errors.append)
+    )
+    for cache in (sessions, access):
+        await cache._l2.epoch.current()
+    keys = [f"session:{i:064x}" for i in range(3)]
+    await asyncio.gather(
+        *(sessions.get_chained(k, customer_id=k, then=companion(access)) for k in keys)
+    )
+    assert chains[-1].batches == 1
+    assert errors == []
+
+    async def open_connections() -> int:
+        listed = await redis_client.client_list()
+        return sum(1 for entry in listed if entry.get("name") == name)
+
+    assert await open_connections() >= 1
+    await client.aclose()
+
+    async def all_closed() -> bool:
+        return await open_connections() == 0
+
+    await eventually(all_closed, within=2.0)
+
+
 def chained_caches(
     client: redis.Redis, clock: ManualClock, guard: RedisGuard
 ) -> tuple[LayeredCache[Any], LayeredCache[Any]]:
@@ -547,35 +609,27 @@ async def test_a_redis_that_hangs_is_bounded_by_the_timeout() -> None:
         await client.aclose()
 
 
-async def test_an_error_reaches_every_lookup_of_the_batch(redis_client: redis.Redis) -> None:
-    class FailingScripts:
-        def __init__(self) -> None:
-            self.calls = 0
-
-        async def evalsha(self, *args: Any) -> Any:
-            self.calls += 1
-            raise redis.ConnectionError("gone")
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(redis_client, name)
-
-    failing = FailingScripts()
+async def test_an_error_reaches_every_lookup_of_the_batch(redis_url: str) -> None:
+    hooks = ScriptHooks()
+    hooks.fail = True
+    client = hooked_client(redis_url, hooks)
     errors: list[str] = []
     sessions, access = chained_caches(
-        cast(redis.Redis, failing),
-        ManualClock(),
-        RedisGuard(timeout=1.0, on_error=errors.append, failures=0),
+        client, ManualClock(), RedisGuard(timeout=1.0, on_error=errors.append, failures=0)
     )
-    for cache in (sessions, access):
-        await cache._l2.epoch.current()  # known, as in a process that has been running
-    keys = [f"session:{i:064x}" for i in range(3)]
-    found = await asyncio.gather(
-        *(sessions.get_chained(k, customer_id=k, then=companion(access)) for k in keys)
-    )
-    assert found == [None] * 3
-    assert failing.calls == 1  # one script call for the three ...
-    assert errors == ["get"] * 3  # ... and each lookup's own read failed, and was counted
-    assert chains[-1].batches == 1
+    try:
+        for cache in (sessions, access):
+            await cache._l2.epoch.current()  # known, as in a process that has been running
+        keys = [f"session:{i:064x}" for i in range(3)]
+        found = await asyncio.gather(
+            *(sessions.get_chained(k, customer_id=k, then=companion(access)) for k in keys)
+        )
+        assert found == [None] * 3
+        assert hooks.failed == 1  # one script call for the three ...
+        assert errors == ["get"] * 3  # ... and each lookup's own read failed, and was counted
+        assert chains[-1].batches == 1
+    finally:
+        await client.aclose()
 
 
 def companion(access: LayeredCache[Any]) -> Companion[Any]:
