@@ -25,21 +25,18 @@ class ScriptHooks:
     """What the chain script's calls on a :func:`hooked_client` do.
 
     * ``fail``: each call fails as a lost connection would (``failed`` counts them);
-    * ``hook``: runs when Redis has answered a call, before the reader sees the answer;
-    * ``hold()``: answers reach the reader only once ``release`` is set (``answered`` is set
-      when Redis has answered one)."""
+    * ``held``: answers reach the reader only once ``release`` is set (``answered`` is set
+      when Redis has answered one);
+    * ``hook`` (set at any time): runs when Redis has answered a call, before the reader sees
+      the answer."""
 
-    def __init__(self) -> None:
-        self.fail = False
+    def __init__(self, *, fail: bool = False, held: bool = False) -> None:
+        self.fail = fail
         self.failed = 0
+        self.held = held
         self.hook: Callable[[], None] | None = None
-        self.held = False
         self.answered = asyncio.Event()
         self.release = asyncio.Event()
-
-    def hold(self) -> ScriptHooks:
-        self.held = True
-        return self
 
 
 def hooked_client(url: str, hooks: ScriptHooks, **options: Any) -> redis.Redis:

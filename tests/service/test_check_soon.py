@@ -197,8 +197,7 @@ async def test_entries_in_their_refresh_window_are_answered_and_refreshed_as_che
 async def test_a_failed_batch_goes_to_check_and_is_counted_once(
     start_service: StartService, redis_url: str
 ) -> None:
-    failing = ScriptHooks()
-    failing.fail = True
+    failing = ScriptHooks(fail=True)
     _, second = await warmed(start_service, redis_with=hooked_client(redis_url, failing))
     checks = CheckTasks()
     outcomes = await asyncio.gather(

@@ -242,7 +242,7 @@ async def test_a_chained_read_racing_an_invalidation_never_lands_in_l1(
 ) -> None:
     clock = ManualClock()
     a = await start_node()
-    held = ScriptHooks().hold()
+    held = ScriptHooks(held=True)
     b = await start_node(client=hooked_client(redis_url, held))
     await warm(a, clock)
     await ready(b)
@@ -610,8 +610,7 @@ async def test_a_redis_that_hangs_is_bounded_by_the_timeout() -> None:
 
 
 async def test_an_error_reaches_every_lookup_of_the_batch(redis_url: str) -> None:
-    hooks = ScriptHooks()
-    hooks.fail = True
+    hooks = ScriptHooks(fail=True)
     client = hooked_client(redis_url, hooks)
     errors: list[str] = []
     sessions, access = chained_caches(
