@@ -59,6 +59,7 @@ MODULES = (
     "gateway.metrics",
     "gateway.store.codec",
     "gateway.store.layered",
+    "gateway.store.memory",
     "gateway.store.redis_batch",
     "gateway.store.redis_cache",
     "gateway.store.redis_chain",

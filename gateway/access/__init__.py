@@ -9,7 +9,8 @@ Redis tier in when one is configured.
 from gateway.access.build import build_access_service
 from gateway.access.outcome import AccessOutcome, AccessRequest, Credentials, Verdict
 from gateway.access.service import AccessService
-from gateway.store.cache import CacheEntry, MemoryCache, PayloadCache
+from gateway.store.cache import CacheEntry, PayloadCache
+from gateway.store.memory import MemoryCache
 
 __all__ = [
     "AccessOutcome",

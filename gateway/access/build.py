@@ -13,10 +13,11 @@ from gateway.access.service import AccessService, Platform
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.store.bus import InvalidationBus
-from gateway.store.cache import Clock, MemoryCache, PayloadCache
+from gateway.store.cache import Clock, PayloadCache
 from gateway.store.coalesce import Coalescer, LocalCoalescer, RedisCoalescer
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import LayeredCache
+from gateway.store.memory import MemoryCache
 from gateway.store.redis_batch import GetBatcher
 from gateway.store.redis_cache import Epoch, RedisCache
 from gateway.store.redis_chain import chain_reader

@@ -1,4 +1,5 @@
-"""The cache interface of the access service, and its in-process (L1) tier.
+"""The cache interface of the access service and its entries. The in-process (L1) tier is
+:mod:`gateway.store.memory`'s :class:`~gateway.store.memory.MemoryCache`.
 
 Every tier implements :class:`PayloadCache`, a contract that one shared test suite checks
 (``tests/service/test_cache_contract.py``). An entry carries two instants: before
@@ -28,22 +29,15 @@ is recorded when the entry is stored, i.e. after the platform answered: an inval
 the storing process learns of between the platform's answer and the store is not seen (a window
 of microseconds; one the process learns of only after the store hides the entry, the safe
 side). When L1 forgets an old generation record (see
-:class:`MemoryCache`), entries stored under it no longer match and count as misses: a
-needless revalidation, never a stale hit.
+:class:`~gateway.store.memory.MemoryCache`), entries stored under it no longer match and
+count as misses: a needless revalidation, never a stale hit.
 
 Keys are built by the caller and never hold a raw credential: sessions are keyed by a SHA-256 of
 the token (:func:`token_key`).
 
 Time: the caller's clock returns aware datetimes (the core's unit). A caller that has already
-read the clock for this request hands the reading to :meth:`MemoryCache.peek` (``now``) instead
+read the clock for this request hands the reading to the L1 tier's ``peek`` (``now``) instead
 of having it read again.
-
-Threads: the L1 tier is also read from threads other than the event loop's, by
-:meth:`MemoryCache.peek` (the WSGI middleware answers cached decisions on the server's worker
-threads). A lookup moves the key to the end of an ``OrderedDict`` (the LRU order), a store may
-evict, so every operation on the tier holds one :class:`threading.Lock`. The sections are short
-and never await or call out (the clock at most), so the loop thread waits for a worker thread
-for microseconds at worst; uncontended, the lock costs tens of nanoseconds.
 
 Memory: an L1 holds one entry per cached session and per cached access answer (100,000
 customers: 200,000 entries, and issue 12's target is 100 MB for them), so its records are kept
@@ -54,7 +48,7 @@ value" (every session validation's) is a marker instead of a string; the few dis
 are shared between entries. ``stale_until`` and ``owner`` are rebuilt when read (exactly: a
 shape is shared only if adding the distance gives back the very same datetime), which a
 lookup does only for an entry past ``fresh_until`` or while some scope has a generation
-record. :class:`MemoryCache` stores the entry itself, without the tuple of its generations,
+record. The L1 tier stores the entry itself, without the tuple of its generations,
 when both are the floor (the usual case). The LRU stays an ``OrderedDict``: a plain dict's
 re-insertion on every hit leaves holes that its first-in-order lookup (the eviction) must
 walk, tens of microseconds per eviction in a full cache.
@@ -63,9 +57,6 @@ walk, tens of microseconds per eviction in a full cache.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import FrozenInstanceError
 from datetime import datetime, timedelta
@@ -108,7 +99,9 @@ class _OwnedByValue:
     __slots__ = ()
 
 
-_OWNED_BY_VALUE = _OwnedByValue()
+OWNED_BY_VALUE = _OwnedByValue()
+"""The owner code of every session validation (its value's sessions scope): the L1 tier
+(:mod:`gateway.store.memory`) reads it from an entry's shape."""
 
 Shape = tuple[timedelta | datetime, str | _OwnedByValue | None]
 """What :class:`CacheEntry` keeps besides its value and ``fresh_until``: ``stale_until`` (as
@@ -119,13 +112,11 @@ _SHAPES: dict[Shape, Shape] = {}
 :data:`_MAX_SHAPES`; a memo, so a race only makes a second copy of one."""
 _MAX_SHAPES = 64
 
-_NO_TIME = timedelta(0)
-
 
 def _shape(value: object, fresh_until: datetime, stale_until: datetime, owner: str | None) -> Shape:
     code: str | _OwnedByValue | None = owner
     if owner is not None and isinstance(value, str) and owner == SESSIONS_PREFIX + value:
-        code = _OWNED_BY_VALUE
+        code = OWNED_BY_VALUE
     try:
         distance = stale_until - fresh_until
         again = fresh_until + distance
@@ -316,166 +307,3 @@ class PeekableCache(Protocol[T]):
         waits for anything but a short lock, and may be called from any thread. ``now``: the
         caller's clock reading, if it has one."""
         ...
-
-
-class MemoryCache(Generic[T]):
-    """The L1 tier: a bounded LRU whose entries expire at their ``stale_until``.
-
-    At most ``max_entries`` entries: a store into a full cache drops the least recently used
-    one. An expired entry is dropped when a lookup finds it, or in its turn as the least
-    recently used. Generations come from one process-wide counter, so a customer never returns
-    to a generation it used before. Only invalidated customers have a generation record; a
-    record can be forgotten once every entry it hides has expired (``stale_until`` is bounded
-    by the longest lifetime ever stored), which keeps the record table from growing without
-    bound. If it still exceeds ``max_entries`` (an invalidation storm), the whole cache is
-    cleared: safe, and rare.
-    """
-
-    def __init__(self, max_entries: int, clock: Clock) -> None:
-        self._clock = clock
-        self._max_entries = max_entries
-        # key -> the entry, least recently used first. An entry stored under a generation
-        # other than the floor (its scope's or its owner's had a record then) is kept as
-        # (entry, its scope's generation, its owner's) instead; a bare entry was stored under
-        # the floor for both (the floor only moves when the entries are cleared), so it saves a
-        # tuple per entry in the usual case. An entry of an older generation than its scope's
-        # is a miss (dropped when a lookup finds it, replaced when the key is stored again).
-        self._entries: OrderedDict[str, CacheEntry[T] | tuple[CacheEntry[T], int, int]] = (
-            OrderedDict()
-        )
-        self._generations: dict[str, tuple[int, datetime]] = {}  # customer -> (generation, at)
-        self._counter = itertools.count(1)
-        # The generation of every customer without a record of its own: 0 until the first
-        # invalidate_all, then a fresh one, so values asked for before it cannot be stored.
-        self._floor = 0
-        self._longest = timedelta(0)  # the longest entry lifetime ever stored
-        # Held by every operation: peek() runs on other threads than the loop's (module doc).
-        self._lock = threading.Lock()
-
-    tier = "l1"
-
-    def _generation(self, customer_id: str | None) -> int:
-        if customer_id is None:
-            return self._floor
-        record = self._generations.get(customer_id)
-        return self._floor if record is None else record[0]
-
-    async def get(self, key: str, *, customer_id: str | None = None) -> CacheEntry[T] | None:
-        return self.peek(key, customer_id=customer_id)
-
-    def peek(
-        self, key: str, *, customer_id: str | None = None, now: datetime | None = None
-    ) -> CacheEntry[T] | None:
-        """``get`` without awaiting: safe from any thread (see the module docstring). ``now``:
-        the caller's clock reading, if it has one (else the clock is read, once an entry is
-        found: a miss needs no time)."""
-        with self._lock:
-            stored = self._entries.get(key)
-            if stored is None:
-                return None
-            if now is None:
-                now = self._clock()
-            if isinstance(stored, tuple):
-                entry, stored_generation, owner_generation = stored
-                if stored_generation != self._generation(customer_id) or now >= entry.stale_until:
-                    del self._entries[key]  # invalidated since it was stored, or dead
-                    return None
-                if entry.owner is not None and self._generation(entry.owner) != owner_generation:
-                    return None  # its owner was invalidated after it was stored
-                self._entries.move_to_end(key)
-                return entry
-            # A bare entry, stored under the floor: only a record (all are newer) can hide it.
-            generations = self._generations
-            if (now >= stored.fresh_until and now >= stored.stale_until) or (
-                generations and customer_id is not None and customer_id in generations
-            ):
-                del self._entries[key]  # dead, or invalidated since it was stored
-                return None
-            if generations:
-                owner = stored._shape[1]  # CacheEntry.owner, inlined: a session's lookup
-                if owner is _OWNED_BY_VALUE:
-                    owner = SESSIONS_PREFIX + stored.value  # type: ignore[operator]
-                if owner is not None and owner in generations:
-                    return None  # its owner was invalidated after it was stored
-            self._entries.move_to_end(key)
-            return stored
-
-    async def set(
-        self,
-        key: str,
-        entry: CacheEntry[T],
-        *,
-        customer_id: str | None = None,
-        generation: Generation | None = None,
-    ) -> None:
-        self.store(key, entry, customer_id=customer_id, generation=generation)
-
-    def store(
-        self,
-        key: str,
-        entry: CacheEntry[T],
-        *,
-        customer_id: str | None = None,
-        generation: Generation | None = None,
-    ) -> None:
-        """``set`` without awaiting: it never waits for anything but its lock (any thread)."""
-        with self._lock:
-            # Without any generation record (the usual case) every scope is at the floor.
-            generations = self._generations
-            floor = self._floor
-            current = self._generation(customer_id) if generations else floor
-            if generation is not None and generation != current:
-                return  # invalidated since the value was asked for: nobody may find it
-            stale_until = entry.stale_until
-            lifetime = stale_until - self._clock()
-            if lifetime <= _NO_TIME:
-                return
-            if lifetime > self._longest:
-                self._longest = lifetime
-            owner_generation = self._generation(entry.owner) if generations else floor
-            entries = self._entries
-            # A bare entry's lookup tests ``stale_until`` only once past ``fresh_until``.
-            if current == floor and owner_generation == floor and stale_until >= entry.fresh_until:
-                entries[key] = entry
-            else:
-                entries[key] = (entry, current, owner_generation)
-            entries.move_to_end(key)
-            if len(entries) > self._max_entries:
-                entries.popitem(last=False)
-
-    async def generation(self, customer_id: str) -> int:
-        with self._lock:
-            return self._generation(customer_id)
-
-    async def invalidate_customer(self, customer_id: str) -> None:
-        with self._lock:
-            now = self._clock()
-            self._generations[customer_id] = (next(self._counter), now)
-            if len(self._generations) > self._max_entries:
-                self._forget_old_generations(now)
-
-    async def invalidate_all(self) -> None:
-        """Forget every entry. Everyone moves to a new generation, so a value asked for before
-        (an answer still in flight) is not stored either."""
-        with self._lock:
-            self._floor = next(self._counter)
-            self._entries.clear()
-            self._generations.clear()
-
-    def _forget_old_generations(self, now: datetime) -> None:
-        longest = self._longest
-        self._generations = {
-            customer: record
-            for customer, record in self._generations.items()
-            if now - record[1] <= longest
-        }
-        if len(self._generations) > self._max_entries:
-            # Every record still hides live entries: drop the entries instead, and move
-            # everyone to a new generation, so nothing asked for before this can be stored.
-            self._floor = next(self._counter)
-            self._entries.clear()
-            self._generations.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)

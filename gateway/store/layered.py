@@ -39,8 +39,9 @@ from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.store.bus import ALL
-from gateway.store.cache import CacheEntry, Generation, MemoryCache
+from gateway.store.cache import CacheEntry, Generation
 from gateway.store.companion import CompanionLookup
+from gateway.store.memory import MemoryCache
 from gateway.store.redis_cache import Prefetched, RedisCache
 from gateway.store.redis_chain import ChainAnswer
 from gateway.store.redis_guard import FAILURES, RedisGuard

@@ -12,8 +12,9 @@ import pytest
 import redis.asyncio as redis
 
 from gateway.access.codecs import CustomerIdCodec
-from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope, token_key
+from gateway.store.cache import CacheEntry, sessions_scope, token_key
 from gateway.store.codec import EntryCodec
+from gateway.store.memory import MemoryCache
 from tests.service.conftest import ManualClock
 from tests.service.processes import Process, eventually
 

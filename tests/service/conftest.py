@@ -27,9 +27,10 @@ from gateway.platform import PlenigoClient
 from gateway.sandbox.app import SandboxOptions
 from gateway.sandbox.app import create_app as create_sandbox
 from gateway.sandbox.data import load_data
-from gateway.store.cache import MemoryCache, PayloadCache
+from gateway.store.cache import PayloadCache
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import LayeredCache
+from gateway.store.memory import MemoryCache
 from gateway.store.redis_cache import RedisCache
 from gateway.store.redis_guard import RedisGuard
 from tests.conftest import REPO_ROOT

@@ -11,10 +11,11 @@ from typing import Any
 import redis.asyncio as redis
 
 from gateway.store.bus import InvalidationBus
-from gateway.store.cache import CacheEntry, MemoryCache
+from gateway.store.cache import CacheEntry
 from gateway.store.coalesce import RedisCoalescer
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import LayeredCache
+from gateway.store.memory import MemoryCache
 from gateway.store.redis_cache import RedisCache
 from gateway.store.redis_connect import connect_redis
 from gateway.store.redis_guard import RedisGuard

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from gateway.store.cache import CacheEntry, MemoryCache, token_key
+from gateway.store.cache import CacheEntry, token_key
+from gateway.store.memory import MemoryCache
 from tests.service.conftest import CacheFactory, ManualClock
 
 

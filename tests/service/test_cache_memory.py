@@ -24,7 +24,8 @@ from gateway.config import Settings
 from gateway.core.decision import Decision, evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule, ValidityPolicy
-from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope
+from gateway.store.cache import CacheEntry, sessions_scope
+from gateway.store.memory import MemoryCache
 from tests.service.conftest import T0, ManualClock
 
 BERLIN = ZoneInfo("Europe/Berlin")

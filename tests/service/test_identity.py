@@ -17,7 +17,7 @@ from gateway.errors import (
     RateLimited,
 )
 from gateway.metrics import Metrics
-from gateway.store.cache import MemoryCache
+from gateway.store.memory import MemoryCache
 from tests.service.conftest import ManualClock
 
 SESSIONS = {"good-session": "100001", "other-session": "100002"}

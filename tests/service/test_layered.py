@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from gateway.store.cache import CacheEntry, MemoryCache
+from gateway.store.cache import CacheEntry
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import LayeredCache
+from gateway.store.memory import MemoryCache
 from gateway.store.redis_cache import RedisCache
 from gateway.store.redis_guard import RedisGuard
 from tests.conftest import free_port

@@ -32,7 +32,8 @@ from gateway.platform import PlenigoClient
 from gateway.sandbox.app import SandboxOptions
 from gateway.sandbox.app import create_app as create_sandbox
 from gateway.sandbox.data import load_data
-from gateway.store.cache import CacheEntry, MemoryCache
+from gateway.store.cache import CacheEntry
+from gateway.store.memory import MemoryCache
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import T0, ManualClock, platform_calls
 

@@ -18,9 +18,10 @@ import redis.asyncio as redis
 from gateway.access import (
     Verdict,
 )
-from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope
+from gateway.store.cache import CacheEntry, sessions_scope
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import Companion, LayeredCache
+from gateway.store.memory import MemoryCache
 from gateway.store.redis_cache import RedisCache
 from gateway.store.redis_chain import (
     SCRIPT,

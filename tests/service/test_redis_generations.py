@@ -16,9 +16,10 @@ import pytest
 import redis.asyncio as redis
 
 from gateway.store.bus import InvalidationBus
-from gateway.store.cache import CacheEntry, MemoryCache, sessions_scope
+from gateway.store.cache import CacheEntry, sessions_scope
 from gateway.store.codec import EntryCodec
 from gateway.store.layered import LayeredCache
+from gateway.store.memory import MemoryCache
 from gateway.store.redis_batch import GetBatcher
 from gateway.store.redis_cache import EPOCH_KEY, Epoch, RedisCache
 from gateway.store.redis_chain import chain_reader
