@@ -7,7 +7,6 @@ the day (:mod:`gateway.store.codec`'s helpers).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.access.cached import CachedAccess, RawItem, RawPayload
@@ -15,6 +14,8 @@ from gateway.core.decision import Decision
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.store.codec import (
     EPOCH,
+    FIRST_INSTANT,
+    LAST_INSTANT,
     MICROSECOND,
     CodecError,
     from_instant,
@@ -80,16 +81,13 @@ class PayloadCodec:
 # A decision no instant satisfies: a CachedAccess read from another tier decides afresh.
 _UNDECIDED = Decision(False, "undecided", EPOCH, EPOCH, cacheable=False)
 
-# The instants a datetime can hold, in microseconds since the epoch (what from_instant accepts).
-_FIRST_INSTANT = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
-_LAST_INSTANT = (datetime.max.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
 _DAY = 86_400  # seconds: a window time is 0 <= seconds of the day < _DAY
 _SECOND = 1_000_000  # microseconds: window times are packed in microseconds of the day
 
 
 def _raw_instant(value: object) -> bool:
     """Whether ``value`` is an instant exactly as :meth:`PayloadCodec.dump` writes one."""
-    return value is None or (type(value) is int and _FIRST_INSTANT <= value <= _LAST_INSTANT)
+    return value is None or (type(value) is int and FIRST_INSTANT <= value <= LAST_INSTANT)
 
 
 def _raw_window(value: object) -> bool:

@@ -114,9 +114,7 @@ _MAX_SHAPES = 64
 
 
 def _shape(value: object, fresh_until: datetime, stale_until: datetime, owner: str | None) -> Shape:
-    code: str | _OwnedByValue | None = owner
-    if owner is not None and isinstance(value, str) and owner == SESSIONS_PREFIX + value:
-        code = OWNED_BY_VALUE
+    code = _owner_code(value, owner)
     try:
         distance = stale_until - fresh_until
         again = fresh_until + distance
@@ -131,8 +129,18 @@ def _shape(value: object, fresh_until: datetime, stale_until: datetime, owner: s
         exact = False
     if not exact:
         return (stale_until, code)
-    key: Shape = (distance, code)
-    if isinstance(code, str):
+    return _shared((distance, code))
+
+
+def _owner_code(value: object, owner: str | None) -> str | _OwnedByValue | None:
+    if owner is not None and isinstance(value, str) and owner == SESSIONS_PREFIX + value:
+        return OWNED_BY_VALUE
+    return owner
+
+
+def _shared(key: Shape) -> Shape:
+    """The shared copy of an exact shape (a distance), unless its owner is one of its own."""
+    if isinstance(key[1], str):
         return key  # one of its own: owner strings are not worth sharing
     shape = _SHAPES.get(key)
     if shape is None:
@@ -209,14 +217,7 @@ class CacheEntry(Generic[T]):
         """This entry as answered by ``tier``: equal to it, made from its parts as they are
         (``CacheEntry(value, fresh_until, stale_until, tier, owner)`` would only compute the
         same shape again)."""
-        entry: CacheEntry[T] = object.__new__(CacheEntry if tier == "l1" else _TierEntry)
-        setter = object.__setattr__
-        setter(entry, "value", self.value)
-        setter(entry, "fresh_until", self.fresh_until)
-        setter(entry, "_shape", self._shape)
-        if tier != "l1":
-            setter(entry, "tier", tier)
-        return entry
+        return _made(self.value, self.fresh_until, self._shape, tier)
 
     def _fields(self) -> tuple[object, ...]:
         return (self.value, self.fresh_until, self.stale_until, self.owner)
@@ -252,6 +253,29 @@ class _TierEntry(CacheEntry[T]):
     """An entry answered by another tier than ``l1``: the tier is a slot of its own."""
 
     __slots__ = ("tier",)
+
+
+def _made(value: T, fresh_until: datetime, shape: Shape, tier: str) -> CacheEntry[T]:
+    """The entry of these parts, its shape as it is (``CacheEntry.__init__`` computes one)."""
+    entry: CacheEntry[T] = object.__new__(CacheEntry if tier == "l1" else _TierEntry)
+    setter = object.__setattr__
+    setter(entry, "value", value)
+    setter(entry, "fresh_until", fresh_until)
+    setter(entry, "_shape", shape)
+    if tier != "l1":
+        setter(entry, "tier", tier)
+    return entry
+
+
+def utc_entry(
+    value: T, fresh_until: datetime, lifetime: timedelta, tier: str, owner: str | None
+) -> CacheEntry[T]:
+    """``CacheEntry(value, fresh_until, fresh_until + lifetime, tier, owner)``, equal and of the
+    same shape, for a ``fresh_until`` in UTC (:data:`datetime.UTC` itself) whose ``fresh_until
+    + lifetime`` is a datetime too: there adding the lifetime gives back the very same instant,
+    so the shape is the lifetime itself, without making ``stale_until`` to compute it (for the
+    Redis tier's decoding, whose instants are numbers: :mod:`gateway.store.codec`)."""
+    return _made(value, fresh_until, _shared((lifetime, _owner_code(value, owner))), tier)
 
 
 class PayloadCache(Protocol[T]):

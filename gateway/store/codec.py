@@ -19,12 +19,17 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from gateway.store.cache import CacheEntry
+from gateway.store.cache import CacheEntry, utc_entry
 
 T = TypeVar("T")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+
+FIRST_INSTANT = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
+LAST_INSTANT = (datetime.max.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
+"""The instants a datetime can hold, ``FIRST_INSTANT`` to ``LAST_INSTANT``: in microseconds since
+the epoch (what :func:`from_instant` accepts)."""
 
 
 class CodecError(ValueError):
@@ -97,10 +102,15 @@ class EntryCodec(Generic[T]):
             version, fresh_until, stale_until, value = data
             if version != self.VERSION:
                 raise CodecError(f"entry format {version!r}, expected {self.VERSION}")
-            entry = CacheEntry(
+            fresh, stale = int(fresh_until), int(stale_until)
+            if not FIRST_INSTANT <= stale <= LAST_INSTANT:
+                raise CodecError("an entry's stale_until is beyond the datetimes")
+            # Both instants in UTC: the entry's shape is their distance (utc_entry), and
+            # stale_until is not made only to compute it.
+            entry: CacheEntry[T] = utc_entry(
                 self._values.load(value),
-                EPOCH + int(fresh_until) * MICROSECOND,
-                EPOCH + int(stale_until) * MICROSECOND,
+                EPOCH + fresh * MICROSECOND,
+                (stale - fresh) * MICROSECOND,
                 tier,
                 owner,
             )
