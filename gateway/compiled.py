@@ -58,6 +58,7 @@ MODULES = (
     "gateway.http.steps",
     "gateway.metrics",
     "gateway.store.codec",
+    "gateway.store.entries",
     "gateway.store.layered",
     "gateway.store.memory",
     "gateway.store.redis_batch",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway.access.breaker import CircuitBreaker, GuardedPlatform
@@ -35,8 +36,10 @@ about 250 bytes each, far less than a cached answer, and L2 lookups beyond the L
 the ones they save a round trip for."""
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+utc_now: Clock = partial(datetime.now, UTC)
+"""The clock: the current instant, aware, in UTC. ``datetime.now(UTC)`` itself, without a
+Python function around it: a request reads the clock once or more, and a function would add
+an interpreted call to each reading."""
 
 
 def platform_breaker(settings: Settings, clock: Clock = utc_now) -> CircuitBreaker:

@@ -60,7 +60,15 @@ import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import FrozenInstanceError
 from datetime import datetime, timedelta
-from typing import Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
+
+from gateway.store.entries import (
+    OWNED_BY_VALUE,
+    SESSIONS_PREFIX,
+    OwnedByValue,
+    owner_of,
+    stale_until_of,
+)
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -80,9 +88,6 @@ def token_key(kind: str, token: str) -> str:
     return digest_key(kind, hashlib.sha256(token.encode()).hexdigest())
 
 
-SESSIONS_PREFIX = "sessions-of:"
-
-
 def sessions_scope(customer_id: str) -> str:
     """The owner scope of every cached session validation of ``customer_id``."""
     return SESSIONS_PREFIX + customer_id
@@ -93,17 +98,7 @@ def digest_key(kind: str, digest: str) -> str:
     return f"{kind}:{digest}"
 
 
-class _OwnedByValue:
-    """The owner code of an entry whose owner is the sessions scope of its own value."""
-
-    __slots__ = ()
-
-
-OWNED_BY_VALUE = _OwnedByValue()
-"""The owner code of every session validation (its value's sessions scope): the L1 tier
-(:mod:`gateway.store.memory`) reads it from an entry's shape."""
-
-Shape = tuple[timedelta | datetime, str | _OwnedByValue | None]
+Shape = tuple[timedelta | datetime, str | OwnedByValue | None]
 """What :class:`CacheEntry` keeps besides its value and ``fresh_until``: ``stale_until`` (as
 its distance from ``fresh_until`` when that is exact, else itself) and the owner's code."""
 
@@ -132,7 +127,7 @@ def _shape(value: object, fresh_until: datetime, stale_until: datetime, owner: s
     return _shared((distance, code))
 
 
-def _owner_code(value: object, owner: str | None) -> str | _OwnedByValue | None:
+def _owner_code(value: object, owner: str | None) -> str | OwnedByValue | None:
     if owner is not None and isinstance(value, str) and owner == SESSIONS_PREFIX + value:
         return OWNED_BY_VALUE
     return owner
@@ -197,18 +192,14 @@ class CacheEntry(Generic[T]):
 
     @property
     def stale_until(self) -> datetime:
-        stale = self._shape[0]
-        return self.fresh_until + stale if isinstance(stale, timedelta) else stale
+        return stale_until_of(self)
 
     @property
     def owner(self) -> str | None:
         """A second scope the entry belongs to (module docstring): the tier records the owner's
         generation when it stores the entry, and a lookup finds the entry only while that
         generation is unchanged. None: the entry has no owner."""
-        code = self._shape[1]
-        if isinstance(code, _OwnedByValue):
-            return SESSIONS_PREFIX + cast(str, self.value)
-        return code
+        return owner_of(self)
 
     def fresh_at(self, now: datetime) -> bool:
         return now < self.fresh_until

@@ -22,13 +22,8 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from gateway.store.cache import (
-    OWNED_BY_VALUE,
-    SESSIONS_PREFIX,
-    CacheEntry,
-    Clock,
-    Generation,
-)
+from gateway.store.cache import CacheEntry, Clock, Generation
+from gateway.store.entries import OWNED_BY_VALUE, SESSIONS_PREFIX, owner_of, stale_until_of
 
 __all__ = ["MemoryCache"]
 
@@ -96,16 +91,19 @@ class MemoryCache(Generic[T]):
                 now = self._clock()
             if isinstance(stored, tuple):
                 entry, stored_generation, owner_generation = stored
-                if stored_generation != self._generation(customer_id) or now >= entry.stale_until:
+                if stored_generation != self._generation(customer_id) or now >= stale_until_of(
+                    entry
+                ):
                     del self._entries[key]  # invalidated since it was stored, or dead
                     return None
-                if entry.owner is not None and self._generation(entry.owner) != owner_generation:
+                scope = owner_of(entry)
+                if scope is not None and self._generation(scope) != owner_generation:
                     return None  # its owner was invalidated after it was stored
                 self._entries.move_to_end(key)
                 return entry
             # A bare entry, stored under the floor: only a record (all are newer) can hide it.
             generations = self._generations
-            if (now >= stored.fresh_until and now >= stored.stale_until) or (
+            if (now >= stored.fresh_until and now >= stale_until_of(stored)) or (
                 generations and customer_id is not None and customer_id in generations
             ):
                 del self._entries[key]  # dead, or invalidated since it was stored
@@ -145,13 +143,13 @@ class MemoryCache(Generic[T]):
             current = self._generation(customer_id) if generations else floor
             if generation is not None and generation != current:
                 return  # invalidated since the value was asked for: nobody may find it
-            stale_until = entry.stale_until
+            stale_until = stale_until_of(entry)
             lifetime = stale_until - self._clock()
             if lifetime <= _NO_TIME:
                 return
             if lifetime > self._longest:
                 self._longest = lifetime
-            owner_generation = self._generation(entry.owner) if generations else floor
+            owner_generation = self._generation(owner_of(entry)) if generations else floor
             entries = self._entries
             # A bare entry's lookup tests ``stale_until`` only once past ``fresh_until``.
             if current == floor and owner_generation == floor and stale_until >= entry.fresh_until:

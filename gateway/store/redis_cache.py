@@ -50,6 +50,7 @@ import redis.asyncio as redis
 
 from gateway.store.cache import PREFIX, CacheEntry, Clock, Generation
 from gateway.store.codec import CodecError, EntryCodec
+from gateway.store.entries import owner_of, stale_until_of
 from gateway.store.redis_batch import GetBatcher
 from gateway.store.redis_chain import ChainAnswer, ChainLookup, ChainReader
 from gateway.store.redis_generations import Generations, generation_of, record_key
@@ -218,7 +219,7 @@ class RedisCache(Generic[T]):
             entry, owner_generation = self._codec.decode_owned(raw, self.tier)
         except CodecError:
             return None
-        if (self._clock() if now is None else now) >= entry.stale_until:
+        if (self._clock() if now is None else now) >= stale_until_of(entry):
             return None
         return entry, owner_generation
 
@@ -291,9 +292,10 @@ class RedisCache(Generic[T]):
         if found is None:
             return None, None
         entry, owner_generation = found
-        if entry.owner is not None:
+        owner = owner_of(entry)
+        if owner is not None:
             # Compared exactly here: the script's own check (on doubles) only chose its way.
-            if answer.owner != entry.owner.encode():
+            if answer.owner != owner.encode():
                 return None
             if generation_of(answer.owner_record) != owner_generation:
                 return None, None
@@ -306,7 +308,7 @@ class RedisCache(Generic[T]):
         if then_found is None:
             return entry, Prefetched(customer, None)
         then_entry, _ = then_found
-        if then_entry.owner is not None:
+        if owner_of(then_entry) is not None:
             return entry, None
         return entry, Prefetched(customer, then_entry)
 
