@@ -126,6 +126,22 @@ class IdentityResolver:
         self._chaining: ChainingCache[str | None] | None = (
             cache if isinstance(cache, ChainingCache) else None
         )
+        # The last session token's cache key (_session_key), replaced in one step: peek also
+        # runs on other threads than the loop's, and a race only costs the hash again.
+        self._last_key = ("", token_key("session", ""))
+
+    def _session_key(self, token: str) -> str:
+        """``token_key("session", token)``, remembered for the last token object: a request
+        that L1 cannot answer looks its session up twice or more (:meth:`peek`, then
+        :meth:`resolve_soon` or :meth:`resolve`) with the very same ``str``, and the SHA-256
+        is the dearest part of a lookup that misses. Compared by identity, so another request
+        with an equal token only costs the hash."""
+        last = self._last_key
+        if last[0] is token:
+            return last[1]
+        key = token_key("session", token)
+        self._last_key = (token, key)
+        return key
 
     def peek(
         self,
@@ -146,7 +162,7 @@ class IdentityResolver:
             return None
         if now is None:
             now = self._clock()
-        key = token_key("session", token)
+        key = self._session_key(token)
         entry = self._peekable.peek(key, customer_id=key, now=now)
         if entry is None or now >= entry.fresh_until:
             return None
@@ -216,7 +232,7 @@ class IdentityResolver:
         chaining = self._chaining
         if credentials.transfer_token or not token or chaining is None:
             return False
-        key = token_key("session", token)
+        key = self._session_key(token)
 
         def answered(known: bool, entry: CacheEntry[str | None] | None) -> None:
             if not known or entry is None or entry.value is None:
@@ -244,7 +260,7 @@ class IdentityResolver:
     async def _session(
         self, token: str, then: CompanionLookup[Any] | None = None
     ) -> Identity | None:
-        key = token_key("session", token)
+        key = self._session_key(token)
         # A session's entry is scoped to its own key: invalidate_session drops it in O(1), also
         # in every other process, and a validation in flight at that moment is not stored.
         if then is not None and self._chaining is not None:

@@ -113,6 +113,31 @@ async def test_cache_is_keyed_by_a_hash_of_the_token(harness: Harness) -> None:
     assert not any("good-session" in key or "random-7f3a" in key for key in keys)
 
 
+async def test_every_lookup_is_made_under_its_own_tokens_key(harness: Harness) -> None:
+    # The resolver remembers the last token's key (a request that misses L1 looks its session
+    # up more than once): whatever came before, each token is looked up under its own key.
+    good, other = "good-session", "".join(["other-", "session"])  # a str made at run time
+    for token, customer in ((good, "100001"), (other, "100002"), (good, "100001")):
+        assert await harness.session(token) == Identity(customer)
+        assert await harness.session(token) == Identity(customer)
+    assert harness.provider.validations == 2
+    twin = "".join(["good-", "session"])  # equal to ``good``, another object
+    assert twin == good and twin is not good
+    for credentials, customer in (
+        (Credentials(session_token=other), "100002"),
+        (Credentials(session_token=twin), "100001"),
+        (Credentials(session_token=good), "100001"),
+        (Credentials(session_token="random-7f3a"), None),
+    ):
+        peeked = harness.resolver.peek(credentials)
+        assert peeked is None if customer is None else peeked.identity == Identity(customer)
+    assert await harness.session("random-7f3a") is None
+    assert await harness.session(other) == Identity("100002")
+    assert sorted(harness.cache._entries) == sorted(
+        f"session:{_hash(token)}" for token in (good, other, "random-7f3a")
+    )
+
+
 async def test_concurrent_validations_share_one_call(harness: Harness) -> None:
     harness.provider.gate.clear()
     waiters = [asyncio.ensure_future(harness.session("good-session")) for _ in range(10)]
