@@ -79,11 +79,11 @@ def start(
             stderr.close()  # the child holds its own copy
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(15)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
@@ -482,10 +482,21 @@ def breaker_openings(log: Path) -> int:
 class Gateway:
     """One ``python -m gateway serve`` process on free ports."""
 
-    def __init__(self, config: Path, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path | None = None,
+        *,
+        wrapper: tuple[str, ...] = (),
+        start_timeout: float = 20.0,
+    ) -> None:
+        """``wrapper``: a command the gateway runs under (valgrind), which may make it start
+        slowly (``start_timeout``) and stop slowly (:meth:`stop` waits 4 times as long)."""
         self.port, self.admin = free_port(), free_port()
+        self._stop_timeout = 15.0 if not wrapper else 4 * start_timeout
         self.process = start(
             [
+                *wrapper,
                 sys.executable,
                 "-m",
                 "gateway",
@@ -500,7 +511,7 @@ class Gateway:
             log=log,
         )
         try:
-            wait_http(f"http://127.0.0.1:{self.admin}/healthz")
+            wait_http(f"http://127.0.0.1:{self.admin}/healthz", timeout=start_timeout)
         except RuntimeError:
             self.stop()
             raise
@@ -536,7 +547,7 @@ class Gateway:
         return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        stop(self.process)
+        stop(self.process, self._stop_timeout)
 
 
 class Samples:

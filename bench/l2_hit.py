@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/l2_hit.py [--duration 8] [--connections 32] [--customers 2000]
         [--max-entries 100] [--redis-timeout S] [--workdir DIR] [--profile FILE]
-        [--profiler py-spy|perf]
+        [--profiler py-spy|perf|callgrind]
 
 Starts, on loopback: the platform simulator with a generated seed file of --customers customers
 (each one session token and an unlimited `premium` subscription), a private redis-server (free
@@ -37,6 +37,17 @@ for a run; ``perf report -i FILE --children`` attributes the compiled build's fu
 ``CPyDef_<module>___<name>``, with what they call). py-spy pauses the process to sample it,
 which slows Redis's answers as the gateway sees them: give a generous --redis-timeout, or the
 Redis breaker opens and the platform answers.
+
+``--profiler callgrind`` runs the measured gateway under valgrind's callgrind (Debian's
+valgrind), which counts the instructions each function runs, callees included, during the
+L2-only run only (``callgrind_control -i on``/``off`` around it); the file is written when the
+gateway stops. Unlike a sampling profile it is exact and the same from run to run, whatever
+else the machine does, so a change of a few percent shows: compare a function's instructions
+per call (``callgrind_annotate --inclusive=yes --tree=calling FILE`` gives the calls), and
+divide by the run's requests (printed) for a whole request's. The gateway runs some 50 times
+slower under valgrind, so every throughput printed is meaningless, and fewer lookups share a
+Redis batch than at full speed: a batch's own cost weighs more per request. Use it with
+``--connections 8 --duration 15 --redis-timeout 5``.
 
 Prints req/s, latency, the ratio to the bare handler, and the cache accounting of each run,
 with the load average (the numbers are only as good as the machine is quiet). Exit status 1 if
@@ -120,6 +131,15 @@ def accounting(result: Result) -> str:
     return "; ".join(parts)
 
 
+CALLGRIND = ("valgrind", "--tool=callgrind", "--instr-atstart=no")
+
+
+def instrument(pid: int, on: bool) -> None:
+    """Callgrind's counting in the gateway ``pid`` (run under :data:`CALLGRIND`) on or off."""
+    switch = "on" if on else "off"
+    subprocess.run(["callgrind_control", "-i", switch, str(pid)], check=True, capture_output=True)
+
+
 def start_profile(pid: int, out: Path, duration: int, profiler: str) -> subprocess.Popen[bytes]:
     """``profiler`` recording ``pid`` for ``duration`` seconds into ``out``: py-spy (raw
     format, native frames) or perf (``perf record``, CPU clock, DWARF call graphs: without
@@ -158,9 +178,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--profiler",
-        choices=("py-spy", "perf"),
+        choices=("py-spy", "perf", "callgrind"),
         default="py-spy",
-        help="what --profile records with (perf: Debian's linux-perf, as root, with call graphs)",
+        help="what --profile records with (perf: Debian's linux-perf, as root, with call graphs; "
+        "callgrind: the measured gateway runs under valgrind, instructions counted)",
     )
     parser.add_argument(
         "--workdir",
@@ -250,7 +271,14 @@ def main() -> int:
                 results.append(Result(label, rate, detail))
                 print(f"{label:44s}{rate:10.0f} req/s  ({detail})", flush=True)
 
-            gateway = Gateway(config, log=tmp / "measured.log")
+            callgrind = args.profile is not None and args.profiler == "callgrind"
+            if callgrind:
+                out = f"--callgrind-out-file={args.profile}"
+                gateway = Gateway(
+                    config, log=tmp / "measured.log", wrapper=(*CALLGRIND, out), start_timeout=300
+                )
+            else:
+                gateway = Gateway(config, log=tmp / "measured.log")
             try:
                 for label, headers, script in (
                     ("gateway L1 hit, 1 customer", [ORIGINAL, one], None),
@@ -268,11 +296,16 @@ def main() -> int:
                     before, redis_before = gateway.metrics(), redis_stats(redis_port)
                     cpu = gateway.cpu_seconds()
                     spy = None
-                    if args.profile is not None and "L2" in label:
+                    measured = args.profile is not None and "L2" in label
+                    if measured and callgrind:
+                        instrument(gateway.pid, on=True)
+                    elif measured:
                         spy = start_profile(gateway.pid, args.profile, args.duration, args.profiler)
                     rate, detail = wrk(
                         gateway.auth_url, headers, args.duration, args.connections, script
                     )
+                    if measured and callgrind:
+                        instrument(gateway.pid, on=False)
                     cpu = gateway.cpu_seconds() - cpu
                     if spy is not None:
                         spy.wait(timeout=60)

@@ -10,7 +10,8 @@ place of its ``.py`` file when both are there.
 compiled`` builds a compiled copy of the tree; README, "The compiled build"); without it the
 build is pure Python, as before. Left out: what mypyc (2.4) cannot compile (async generators,
 such as the proxy's request body in ``gateway.web.bodies``; ``object.__new__`` on
-``gateway.store.cache``'s entries; subclasses of aiohttp's classes; the access log's threads
+``gateway.store.cache``'s entries, whose working parts are the compiled
+``gateway.store.entries``; subclasses of aiohttp's classes; the access log's threads
 and weak references, whose lines are made by the compiled ``gateway.access_lines``; a slots
 dataclass with a type parameter in ``gateway.store.coalesce``; a runtime-checkable protocol in
 ``gateway.store.companion``); the redaction (subclassed in tests); and what is off the request

@@ -59,14 +59,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import FrozenInstanceError
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from gateway.store.entries import (
-    OWNED_BY_VALUE,
     SESSIONS_PREFIX,
-    OwnedByValue,
+    Shape,
+    in_tier,
     owner_of,
+    register_classes,
+    shape,
     stale_until_of,
 )
 
@@ -96,53 +98,6 @@ def sessions_scope(customer_id: str) -> str:
 def digest_key(kind: str, digest: str) -> str:
     """The cache key of a credential known only by its SHA-256 (lower-case hex)."""
     return f"{kind}:{digest}"
-
-
-Shape = tuple[timedelta | datetime, str | OwnedByValue | None]
-"""What :class:`CacheEntry` keeps besides its value and ``fresh_until``: ``stale_until`` (as
-its distance from ``fresh_until`` when that is exact, else itself) and the owner's code."""
-
-_SHAPES: dict[Shape, Shape] = {}
-"""The shared shapes (module docstring, "Memory"): a handful in practice, at most
-:data:`_MAX_SHAPES`; a memo, so a race only makes a second copy of one."""
-_MAX_SHAPES = 64
-
-
-def _shape(value: object, fresh_until: datetime, stale_until: datetime, owner: str | None) -> Shape:
-    code = _owner_code(value, owner)
-    try:
-        distance = stale_until - fresh_until
-        again = fresh_until + distance
-        # Exact only if the very same datetime comes back: aware datetimes with one zoneinfo
-        # subtract and add by wall clock, and ``fold`` is not compared by ``==``.
-        exact = (
-            again == stale_until
-            and again.tzinfo is stale_until.tzinfo
-            and again.fold == stale_until.fold
-        )
-    except (TypeError, OverflowError):  # naive against aware, or at the edge of the range
-        exact = False
-    if not exact:
-        return (stale_until, code)
-    return _shared((distance, code))
-
-
-def _owner_code(value: object, owner: str | None) -> str | OwnedByValue | None:
-    if owner is not None and isinstance(value, str) and owner == SESSIONS_PREFIX + value:
-        return OWNED_BY_VALUE
-    return owner
-
-
-def _shared(key: Shape) -> Shape:
-    """The shared copy of an exact shape (a distance), unless its owner is one of its own."""
-    if isinstance(key[1], str):
-        return key  # one of its own: owner strings are not worth sharing
-    shape = _SHAPES.get(key)
-    if shape is None:
-        shape = key
-        if len(_SHAPES) < _MAX_SHAPES:
-            _SHAPES[key] = key
-    return shape
 
 
 class CacheEntry(Generic[T]):
@@ -186,7 +141,7 @@ class CacheEntry(Generic[T]):
         setter = object.__setattr__
         setter(self, "value", value)
         setter(self, "fresh_until", fresh_until)
-        setter(self, "_shape", _shape(value, fresh_until, stale_until, owner))
+        setter(self, "_shape", shape(value, fresh_until, stale_until, owner))
         if tier != "l1":
             setter(self, "tier", tier)
 
@@ -208,7 +163,7 @@ class CacheEntry(Generic[T]):
         """This entry as answered by ``tier``: equal to it, made from its parts as they are
         (``CacheEntry(value, fresh_until, stale_until, tier, owner)`` would only compute the
         same shape again)."""
-        return _made(self.value, self.fresh_until, self._shape, tier)
+        return in_tier(self, tier)
 
     def _fields(self) -> tuple[object, ...]:
         return (self.value, self.fresh_until, self.stale_until, self.owner)
@@ -246,27 +201,7 @@ class _TierEntry(CacheEntry[T]):
     __slots__ = ("tier",)
 
 
-def _made(value: T, fresh_until: datetime, shape: Shape, tier: str) -> CacheEntry[T]:
-    """The entry of these parts, its shape as it is (``CacheEntry.__init__`` computes one)."""
-    entry: CacheEntry[T] = object.__new__(CacheEntry if tier == "l1" else _TierEntry)
-    setter = object.__setattr__
-    setter(entry, "value", value)
-    setter(entry, "fresh_until", fresh_until)
-    setter(entry, "_shape", shape)
-    if tier != "l1":
-        setter(entry, "tier", tier)
-    return entry
-
-
-def utc_entry(
-    value: T, fresh_until: datetime, lifetime: timedelta, tier: str, owner: str | None
-) -> CacheEntry[T]:
-    """``CacheEntry(value, fresh_until, fresh_until + lifetime, tier, owner)``, equal and of the
-    same shape, for a ``fresh_until`` in UTC (:data:`datetime.UTC` itself) whose ``fresh_until
-    + lifetime`` is a datetime too: there adding the lifetime gives back the very same instant,
-    so the shape is the lifetime itself, without making ``stale_until`` to compute it (for the
-    Redis tier's decoding, whose instants are numbers: :mod:`gateway.store.codec`)."""
-    return _made(value, fresh_until, _shared((lifetime, _owner_code(value, owner))), tier)
+register_classes(CacheEntry, _TierEntry)
 
 
 class PayloadCache(Protocol[T]):

@@ -19,7 +19,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from gateway.store.cache import CacheEntry, utc_entry
+from gateway.store.cache import CacheEntry
+from gateway.store.entries import utc_entry
 
 T = TypeVar("T")
 

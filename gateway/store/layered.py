@@ -41,6 +41,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from gateway.store.bus import ALL
 from gateway.store.cache import CacheEntry, Generation
 from gateway.store.companion import CompanionLookup
+from gateway.store.entries import in_tier
 from gateway.store.memory import MemoryCache
 from gateway.store.redis_cache import Prefetched, RedisCache
 from gateway.store.redis_chain import ChainAnswer
@@ -213,7 +214,7 @@ class LayeredCache(Generic[T]):
         """An L2 read's answer to its lookup, copied into L1 (marked as L1's own) unless this
         process learnt of an invalidation since the read started (``changes``: then)."""
         if entry is not None and changes == self._l2.changes:
-            self._l1.store(key, entry.in_tier(self._l1.tier), customer_id=customer_id)
+            self._l1.store(key, in_tier(entry, self._l1.tier), customer_id=customer_id)
         return entry
 
     def peek(

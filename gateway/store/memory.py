@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from gateway.store.cache import CacheEntry, Clock, Generation
-from gateway.store.entries import OWNED_BY_VALUE, SESSIONS_PREFIX, owner_of, stale_until_of
+from gateway.store.entries import owner_of, stale_until_of
 
 __all__ = ["MemoryCache"]
 
@@ -109,9 +109,7 @@ class MemoryCache(Generic[T]):
                 del self._entries[key]  # dead, or invalidated since it was stored
                 return None
             if generations:
-                owner = stored._shape[1]  # CacheEntry.owner, inlined: a session's lookup
-                if owner is OWNED_BY_VALUE:
-                    owner = SESSIONS_PREFIX + stored.value  # type: ignore[operator]
+                owner = owner_of(stored)
                 if owner is not None and owner in generations:
                     return None  # its owner was invalidated after it was stored
             self._entries.move_to_end(key)

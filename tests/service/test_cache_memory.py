@@ -24,6 +24,7 @@ from gateway.config import Settings
 from gateway.core.decision import Decision, evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule, ValidityPolicy
+from gateway.store import entries
 from gateway.store.cache import CacheEntry, sessions_scope
 from gateway.store.memory import MemoryCache
 from tests.service.conftest import T0, ManualClock
@@ -132,6 +133,7 @@ def test_an_entry_in_another_tier_is_the_entry_built_again(
     built = CacheEntry(value, T0, stale_until, tier, owner)
     assert (moved, moved.tier, type(moved)) == (built, built.tier, type(built))
     assert moved._shape == built._shape
+    assert moved._shape is entry._shape  # the very same shape: no copy per entry
     assert moved.stale_until == stale_until
     assert (moved.stale_until.tzinfo, moved.stale_until.fold) == (
         stale_until.tzinfo,
@@ -150,9 +152,7 @@ def test_shapes_are_shared_and_their_table_stays_small() -> None:
     for seconds in range(1_000):  # many distances: only the first ones are remembered
         entry = CacheEntry("c", T0, T0 + timedelta(seconds=seconds))
         assert entry.stale_until == T0 + timedelta(seconds=seconds)
-    from gateway.store import cache
-
-    assert len(cache._SHAPES) <= cache._MAX_SHAPES
+    assert len(entries._SHAPES) <= entries._MAX_SHAPES
 
 
 # -- CachedAccess ---------------------------------------------------------------------------

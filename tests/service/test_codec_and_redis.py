@@ -13,6 +13,7 @@ from gateway.config import AccessSettings
 from gateway.core.decision import evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule
+from gateway.store import entries
 from gateway.store.cache import CacheEntry
 from gateway.store.codec import CodecError, EntryCodec
 from gateway.store.redis_cache import RedisCache
@@ -88,8 +89,9 @@ def test_unreadable_entries_are_codec_errors(raw: bytes) -> None:
 )
 @pytest.mark.parametrize("owner", [None, "sessions-of:100001", "anything"])
 def test_a_decoded_entry_is_the_entry_that_was_encoded(
-    fresh_until: datetime, stale_until: datetime, owner: str | None
+    fresh_until: datetime, stale_until: datetime, owner: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(entries, "_SHAPES", {})  # room for this test's shapes (at most 64)
     codec = EntryCodec(CustomerIdCodec())
     entry = CacheEntry("100001", fresh_until, stale_until, owner=owner)
     for tier in ("l1", "l2"):
@@ -104,6 +106,8 @@ def test_a_decoded_entry_is_the_entry_that_was_encoded(
         assert back.stale_until.tzinfo is UTC
         built = CacheEntry("100001", fresh_until, stale_until, tier, owner)
         assert (type(back), back._shape) == (type(built), built._shape)
+        if owner != "anything":  # the shared shape, not a copy (an owner of its own has its own)
+            assert back._shape is built._shape
 
 
 async def test_corrupt_value_in_redis_is_a_miss(redis_client: redis.Redis) -> None:

@@ -122,7 +122,8 @@ async def test_every_lookup_is_made_under_its_own_tokens_key(harness: Harness) -
         assert await harness.session(token) == Identity(customer)
     assert harness.provider.validations == 2
     twin = "".join(["good-", "session"])  # equal to ``good``, another object
-    assert twin == good and twin is not good
+    assert twin == good
+    assert twin is not good
     for credentials, customer in (
         (Credentials(session_token=other), "100002"),
         (Credentials(session_token=twin), "100001"),
