@@ -11,7 +11,8 @@ for microseconds at worst; uncontended, the lock costs tens of nanoseconds.
 
 A module of its own so that the compiled build compiles it (``gateway/compiled.py``): every
 request looks its session and its access answer up here, and every L2 hit copies both in.
-The entries stay in :mod:`gateway.store.cache`, which is not compiled.
+The entry classes stay in :mod:`gateway.store.cache`, which is not compiled; what the tier
+reads of an entry (``stale_until``, ``owner``) is the compiled :mod:`gateway.store.entries`.
 """
 
 from __future__ import annotations
