@@ -6,7 +6,10 @@ daemon writer thread wakes every :data:`INTERVAL` seconds, formats what has gath
 it with one ``write`` + ``flush`` of the stream's binary buffer, so a line never interleaves with
 the logging module's lines on the same stream. After :data:`IDLE_AFTER` seconds without a line
 it sleeps until the next one (the only request that sets an event is the first after a quiet
-spell).
+spell). It hands the GIL over every :data:`CHUNK` lines (:func:`_hand_over`), so a request
+arriving meanwhile waits for a chunk, not a round: at 10 lines a millisecond, the event loop's
+p99 lateness was 1.01-1.09 ms with the log on before, 0.38-0.46 ms after, and 0.29-0.34 ms
+with it off (bench/log_stall.py, compiled build).
 
 The lines are exactly what :class:`gateway.logs.JsonFormatter` made of
 ``logging.getLogger("gateway.access").info("request", extra={"fields": ...})``: same keys in
@@ -47,9 +50,19 @@ from typing import IO, Any
 from gateway.access_lines import Entry, LineFormatter
 from gateway.redaction import Redactor
 
-__all__ = ["FLUSH_TIMEOUT", "INTERVAL", "MAX_LINES", "AccessLog", "current", "flush", "install"]
+__all__ = [
+    "CHUNK",
+    "FLUSH_TIMEOUT",
+    "INTERVAL",
+    "MAX_LINES",
+    "AccessLog",
+    "current",
+    "flush",
+    "install",
+]
 
 INTERVAL = 0.025  # seconds between the writer's rounds while lines keep coming
+CHUNK = 32  # lines the writer formats between two hand-overs of the GIL (about 130 µs)
 IDLE_AFTER = 1.0  # seconds without a line before the writer sleeps until the next one
 MAX_LINES = 10_000  # lines waiting at most; more are dropped (and counted)
 FLUSH_TIMEOUT = 3.0  # seconds flush() waits for a stuck stream at most
@@ -217,7 +230,9 @@ class AccessLog:
         failed = 0
         popleft = lines.popleft
         line = self._format.line
-        for _ in range(waiting):
+        for taken in range(waiting):
+            if taken and not taken % CHUNK:
+                _hand_over()
             try:
                 entry = popleft()
             except IndexError:  # cleared meanwhile (after a fork that bypassed the hook)
@@ -284,6 +299,16 @@ class AccessLog:
 
     def _at_exit(self) -> None:
         self.flush(FLUSH_TIMEOUT)
+
+
+def _hand_over() -> None:
+    """Let the loop's thread have the GIL if it is waiting for it: :meth:`AccessLog._drain`
+    calls this between chunks of :data:`CHUNK` lines. Without it a request arriving while a
+    round's lines are formatted waits for the whole round (about 1 ms at 10,000 requests a
+    second), or for the interpreter's switch interval (5 ms). ``time.sleep(0)`` releases the
+    GIL and a waiting thread takes it; ``os.sched_yield`` does not hand it over as reliably.
+    """
+    time.sleep(0)
 
 
 def _writer(stream: IO[Any]) -> Callable[[bytes], None]:

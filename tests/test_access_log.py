@@ -277,6 +277,39 @@ def test_one_write_per_batch() -> None:
     assert stream.writes == 2
 
 
+def test_a_batch_hands_the_gil_over_between_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request arriving while a batch is formatted waits for one chunk, not the batch: the
+    # writer lets other threads run every CHUNK lines, and still writes the batch at once.
+    stream = CountingStream()
+    formatted: list[int] = []  # lines of the batch in the stream's buffer at each hand-over
+    pending: list[str] = []
+    writer = AccessLog(redactor(), stream, interval=60.0)
+    formatter = writer._format
+
+    class Counted:  # the formatter (compiled in the compiled build), counting its lines
+        def line(self, entry: tuple[Any, ...]) -> str:
+            text = formatter.line(entry)
+            pending.append(text)
+            return text
+
+        def dropped_line(self, dropped: int) -> str:
+            return formatter.dropped_line(dropped)
+
+    monkeypatch.setattr(writer, "_format", Counted())
+    monkeypatch.setattr(access_log, "_hand_over", lambda: formatted.append(len(pending)))
+    writer.log(*GRANTED, 0.001)
+    until(lambda: stream.writes == 1)
+    pending.clear()
+    batch = 5 * access_log.CHUNK + 3
+    for i in range(batch):
+        writer.log("GET", f"/n/{i}", 200, "public", "public", "none", None, "::1", 0.001)
+    writer.close()
+    assert formatted == [access_log.CHUNK * k for k in range(1, 6)]
+    assert stream.writes == 2
+    paths = [json.loads(text)["path"] for text in written(stream)[1:]]
+    assert paths == [f"/n/{i}" for i in range(batch)]
+
+
 def test_many_threads_every_line_exactly_once() -> None:
     stream = io.StringIO()
     writer = AccessLog(redactor(), stream, interval=0.005, max_lines=1_000_000)
