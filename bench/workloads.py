@@ -30,6 +30,7 @@ from common import (
     PREMIUM_URI,
     SESSION_HEADER,
     Gateway,
+    cpu_seconds,
     rss_bytes,
     run_wrk,
     zipf_sequence,
@@ -65,7 +66,8 @@ def added_latency(bench: Bench) -> None:
     platform = bench.simulator(0.0, options.l2_customers)
     customer_id, token = bench.seed(options.l2_customers)[1][0]
     with bench.scope() as children:
-        bare = children.bare_app(log=bench.path("bare-latency.log")).port
+        bare_server = children.bare_app(log=bench.path("bare-latency.log"))
+        bare = bare_server.port
         gateway = children.gateway(
             bench.config("latency", platform=platform), log=bench.path("latency.log")
         )
@@ -84,20 +86,24 @@ def added_latency(bench: Bench) -> None:
         rounds: list[dict[str, Any]] = []
         for round_ in range(options.rounds):
             measured: dict[str, Any] = {"round": round_ + 1}
-            for label, port, job in (
-                ("bare", bare, bare_job),
-                ("gateway", gateway.port, gateway_job),
+            for label, port, pid, job in (
+                ("bare", bare, bare_server.pid, bare_job),
+                ("gateway", gateway.port, gateway.pid, gateway_job),
             ):
                 if label == "gateway":
                     probe.before()
+                cpu = cpu_seconds(pid)
                 result = loadgen.open_loop(HOST, port, [job], rate, options.duration)
+                # How much of a core the server needed at this rate (every thread of it).
+                busy = (cpu_seconds(pid) - cpu) / result.seconds if result.seconds else 0.0
                 _all_passed(result, label)
                 if label == "gateway":
                     measured["gateway_metrics"] = probe.after(result.requests)
-                measured[label] = result.summary()
+                measured[label] = {**result.summary(), "cpu_share": round(busy, 3)}
                 bench.log(
                     f"  latency round {round_ + 1}: {label} at {rate:,.0f} req/s: p50 "
-                    f"{result.percentile(50):.2f} ms, p99 {result.percentile(99):.2f} ms"
+                    f"{result.percentile(50):.2f} ms, p99 {result.percentile(99):.2f} ms, "
+                    f"{100 * busy:.0f} % of a core"
                 )
             rounds.append(measured)
     bench.results.raw["latency"] = {"rate": rate, "bare_max": bench.bare_max, "rounds": rounds}
@@ -108,7 +114,8 @@ def added_latency(bench: Bench) -> None:
     def both(label: str) -> str:
         p50 = spread([r[label]["p50_ms"] for r in rounds])[0]
         p99 = spread([r[label]["p99_ms"] for r in rounds])[0]
-        return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        busy = spread([r[label]["cpu_share"] for r in rounds])[0]
+        return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, {100 * busy:.0f} % of a core"
 
     p99, low, high = spread(added["p99"])
     lag = max(r[label]["behind_s"] for r in rounds for label in ("bare", "gateway")) * 1000
