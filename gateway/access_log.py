@@ -44,6 +44,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from time import time as wall_clock
 from typing import IO, Any
 
@@ -51,6 +52,7 @@ from gateway.access_lines import Entry, LineFormatter
 from gateway.redaction import Redactor
 
 __all__ = [
+    "BUSY",
     "CHUNK",
     "FLUSH_TIMEOUT",
     "INTERVAL",
@@ -63,6 +65,7 @@ __all__ = [
 
 INTERVAL = 0.025  # seconds between the writer's rounds while lines keep coming
 CHUNK = 32  # lines the writer formats between two hand-overs of the GIL (about 130 µs)
+BUSY = 0.002  # seconds: a hand-over that took this long finds the loop busy (_hand_over)
 IDLE_AFTER = 1.0  # seconds without a line before the writer sleeps until the next one
 MAX_LINES = 10_000  # lines waiting at most; more are dropped (and counted)
 FLUSH_TIMEOUT = 3.0  # seconds flush() waits for a stuck stream at most
@@ -230,9 +233,10 @@ class AccessLog:
         failed = 0
         popleft = lines.popleft
         line = self._format.line
+        handing_over = True
         for taken in range(waiting):
-            if taken and not taken % CHUNK:
-                _hand_over()
+            if handing_over and taken and not taken % CHUNK:
+                handing_over = _hand_over()
             try:
                 entry = popleft()
             except IndexError:  # cleared meanwhile (after a fork that bypassed the hook)
@@ -301,14 +305,22 @@ class AccessLog:
         self.flush(FLUSH_TIMEOUT)
 
 
-def _hand_over() -> None:
-    """Let the loop's thread have the GIL if it is waiting for it: :meth:`AccessLog._drain`
-    calls this between chunks of :data:`CHUNK` lines. Without it a request arriving while a
-    round's lines are formatted waits for the whole round (about 1 ms at 10,000 requests a
-    second), or for the interpreter's switch interval (5 ms). ``time.sleep(0)`` releases the
-    GIL and a waiting thread takes it; ``os.sched_yield`` does not hand it over as reliably.
+def _hand_over() -> bool:
+    """Let the loop's thread have the GIL if it is waiting for it; False when getting it back
+    took :data:`BUSY` seconds or more. :meth:`AccessLog._drain` calls this between chunks of
+    :data:`CHUNK` lines, and stops for the round at the first False.
+
+    Without it a request arriving while a round's lines are formatted waits for the whole round
+    (about 1 ms at 10,000 requests a second). ``time.sleep(0)`` releases the GIL and a waiting
+    thread takes it (``os.sched_yield`` did not hand it over as reliably). A loop that is idle
+    between requests gives it back within one request's work. A loop that never idles (the
+    gateway at its limit) keeps it until the interpreter's switch interval (5 ms) makes it let
+    go: handing over every chunk then cost about 12 µs of CPU per request in ``make bench``
+    row 1 (the switches), and there no request waits less for it, so the round goes on whole.
     """
+    started = perf_counter()
     time.sleep(0)
+    return perf_counter() - started < BUSY
 
 
 def _writer(stream: IO[Any]) -> Callable[[bytes], None]:

@@ -296,7 +296,12 @@ def test_a_batch_hands_the_gil_over_between_chunks(monkeypatch: pytest.MonkeyPat
             return formatter.dropped_line(dropped)
 
     monkeypatch.setattr(writer, "_format", Counted())
-    monkeypatch.setattr(access_log, "_hand_over", lambda: formatted.append(len(pending)))
+
+    def hand_over() -> bool:
+        formatted.append(len(pending))
+        return True
+
+    monkeypatch.setattr(access_log, "_hand_over", hand_over)
     writer.log(*GRANTED, 0.001)
     until(lambda: stream.writes == 1)
     pending.clear()
@@ -308,6 +313,59 @@ def test_a_batch_hands_the_gil_over_between_chunks(monkeypatch: pytest.MonkeyPat
     assert stream.writes == 2
     paths = [json.loads(text)["path"] for text in written(stream)[1:]]
     assert paths == [f"/n/{i}" for i in range(batch)]
+
+
+def test_a_busy_loop_gets_the_rest_of_the_round_formatted_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A hand-over that found the loop busy (it kept the GIL) is the round's last: another one
+    # per chunk would only cost switches. The next round hands over again.
+    stream = CountingStream()
+    calls: list[bool] = []
+
+    def hand_over() -> bool:
+        calls.append(bool(calls))  # the first finds the loop busy, later ones do not
+        return calls[-1]
+
+    monkeypatch.setattr(access_log, "_hand_over", hand_over)
+    writer = AccessLog(redactor(), stream, interval=60.0)
+    writer.log(*GRANTED, 0.001)
+    until(lambda: stream.writes == 1)
+    logged = []
+    for round_ in range(2):
+        for i in range(3 * access_log.CHUNK):
+            logged.append(f"/{round_}/{i}")
+            writer.log("GET", logged[-1], 200, "public", "public", "none", None, "::1", 1.0)
+        assert writer.flush()
+        if round_ == 0:
+            assert calls == [False]  # none after it in this round of 96 lines
+    writer.close()
+    assert calls[0] is False
+    assert len(calls) >= 3  # the next round handed over after each chunk
+    assert all(calls[1:])
+    assert [json.loads(text)["path"] for text in written(stream)[1:]] == logged
+
+
+def test_handing_over_tells_an_idle_loop_from_a_busy_one() -> None:
+    # Nothing else wants the GIL here (a writer thread of another test aside): it comes back
+    # at once.
+    assert any(access_log._hand_over() for _ in range(20))
+    # A thread that holds the GIL (a busy loop) keeps it for the switch interval.
+    started = threading.Event()
+    stop = time.monotonic() + 1.0
+
+    def spin() -> None:
+        started.set()
+        while time.monotonic() < stop:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    started.wait()
+    try:
+        assert any(not access_log._hand_over() for _ in range(20))
+    finally:
+        spinner.join()
 
 
 def test_many_threads_every_line_exactly_once() -> None:
