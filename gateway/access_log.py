@@ -6,10 +6,11 @@ daemon writer thread wakes every :data:`INTERVAL` seconds, formats what has gath
 it with one ``write`` + ``flush`` of the stream's binary buffer, so a line never interleaves with
 the logging module's lines on the same stream. After :data:`IDLE_AFTER` seconds without a line
 it sleeps until the next one (the only request that sets an event is the first after a quiet
-spell). It hands the GIL over every :data:`CHUNK` lines (:func:`_hand_over`), so a request
-arriving meanwhile waits for a chunk, not a round: at 10 lines a millisecond, the event loop's
-p99 lateness was 1.01-1.09 ms with the log on before, 0.38-0.46 ms after, and 0.29-0.34 ms
-with it off (bench/log_stall.py, compiled build).
+spell). It hands the GIL over every :data:`CHUNK` lines while the loop's thread gives it back
+at once (:func:`_hand_over`), so a request arriving meanwhile waits for a chunk, not a round:
+at 10 lines a millisecond, the event loop's p99 lateness was 1.01-1.09 ms with the log on and
+no hand-over, 0.38-0.46 ms handing over every chunk, and 0.29-0.34 ms with the log off
+(bench/log_stall.py, compiled build).
 
 The lines are exactly what :class:`gateway.logs.JsonFormatter` made of
 ``logging.getLogger("gateway.access").info("request", extra={"fields": ...})``: same keys in
