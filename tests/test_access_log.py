@@ -281,7 +281,7 @@ def test_a_batch_hands_the_gil_over_between_chunks(monkeypatch: pytest.MonkeyPat
     # A request arriving while a batch is formatted waits for one chunk, not the batch: the
     # writer lets other threads run every CHUNK lines, and still writes the batch at once.
     stream = CountingStream()
-    formatted: list[int] = []  # lines of the batch in the stream's buffer at each hand-over
+    formatted: list[int] = []  # lines of the batch formatted so far, at each hand-over
     pending: list[str] = []
     writer = AccessLog(redactor(), stream, interval=60.0)
     formatter = writer._format
@@ -351,12 +351,12 @@ def test_handing_over_tells_an_idle_loop_from_a_busy_one() -> None:
     # at once.
     assert any(access_log._hand_over() for _ in range(20))
     # A thread that holds the GIL (a busy loop) keeps it for the switch interval.
-    started = threading.Event()
-    stop = time.monotonic() + 1.0
+    started, done = threading.Event(), threading.Event()
+    deadline = time.monotonic() + 10.0  # in case the test thread never gets to set ``done``
 
     def spin() -> None:
         started.set()
-        while time.monotonic() < stop:
+        while not done.is_set() and time.monotonic() < deadline:
             pass
 
     spinner = threading.Thread(target=spin)
@@ -365,6 +365,7 @@ def test_handing_over_tells_an_idle_loop_from_a_busy_one() -> None:
     try:
         assert any(not access_log._hand_over() for _ in range(20))
     finally:
+        done.set()
         spinner.join()
 
 
