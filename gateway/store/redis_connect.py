@@ -340,8 +340,11 @@ def connect_redis(url: str, *, connect_timeout: float) -> redis.Redis:
         # one that hangs is given up after the connect timeout (answers are tiny).
         sentinel_kwargs["retry"] = Retry(NoBackoff(), 0)
         sentinel_kwargs.setdefault("socket_timeout", kwargs["socket_connect_timeout"])
-        # redis-py leaves Sentinel untyped; master_for makes a _SentinelMaster.
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        # Called untyped: older redis-py releases leave Sentinel's constructor unannotated (an
+        # untyped call for mypy --strict), newer ones (8.2) annotate it; an ignore comment
+        # fails one or the other. master_for makes a _SentinelMaster.
+        sentinel_class: Any = Sentinel
+        sentinel = sentinel_class(
             list(target.nodes), sentinel_kwargs=sentinel_kwargs, ssl=target.tls, **kwargs
         )
         master: redis.Redis = sentinel.master_for(
