@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/l2_hit.py [--duration 8] [--connections 32] [--customers 2000]
         [--max-entries 100] [--redis-timeout S] [--workdir DIR] [--profile FILE]
-        [--profiler py-spy|perf|callgrind]
+        [--profiler py-spy|perf|callgrind] [--profile-run l2|l1] [--access-log]
 
 Starts, on loopback: the platform simulator with a generated seed file of --customers customers
 (each one session token and an unlimited `premium` subscription), a private redis-server (free
@@ -30,7 +30,8 @@ port, no persistence) and the bare aiohttp handler (bench/bare_app.py, the refer
    Redis too (five per L2-only lookup), so its commands per request are no round trips: `make
    bench` row 4 counts the commands clients send, with MONITOR.
 
---profile records the measured gateway during the L2-only run: with py-spy (``pip install
+--profile records the measured gateway during the L2-only run (``--profile-run l1``: the L1 hit
+of one customer instead): with py-spy (``pip install
 py-spy`` into the venv; native frames, py-spy's raw format, one stack per line), or with
 ``--profiler perf`` (Debian's linux-perf, as root: 499 Hz with DWARF call graphs, tens of MB
 for a run; ``perf report -i FILE --children`` attributes the compiled build's functions,
@@ -40,7 +41,7 @@ Redis breaker opens and the platform answers.
 
 ``--profiler callgrind`` runs the measured gateway under valgrind's callgrind (Debian's
 valgrind), which counts the instructions each function runs, callees included, during the
-L2-only run only (``callgrind_control -i on``/``off`` around it); the file is written when the
+profiled run only (``callgrind_control -i on``/``off`` around it); the file is written when the
 gateway stops. Unlike a sampling profile it is exact and the same from run to run, whatever
 else the machine does, so a change of a few percent shows: compare a function's instructions
 per call (``callgrind_annotate --inclusive=yes --tree=calling FILE`` gives the calls), and
@@ -48,6 +49,9 @@ divide by the run's requests (printed) for a whole request's. The gateway runs s
 slower under valgrind, so every throughput printed is meaningless, and fewer lookups share a
 Redis batch than at full speed: a batch's own cost weighs more per request. Use it with
 ``--connections 8 --duration 15 --redis-timeout 5``.
+
+``--access-log`` turns the measured gateway's access log on (``[logging] access_log``, off by
+default here, as in `make bench` row 4; on in row 1); its lines go to the gateway's log file.
 
 Prints req/s, latency, the ratio to the bare handler, and the cache accounting of each run,
 with the load average (the numbers are only as good as the machine is quiet). Exit status 1 if
@@ -184,6 +188,17 @@ def main() -> int:
         "callgrind: the measured gateway runs under valgrind, instructions counted)",
     )
     parser.add_argument(
+        "--profile-run",
+        choices=("l2", "l1"),
+        default="l2",
+        help="which run --profile records: the L2-only hit (default) or the L1 hit of one customer",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="the measured gateway writes its access log (off by default)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -255,6 +270,7 @@ def main() -> int:
                 config,
                 mode="auth_request",
                 platform=platform,
+                access_log=args.access_log,
                 sections={"cache": cache, "access": access},
             )
             rotate_all = rotating_script(tmp / "rotate-all.lua", tokens)
@@ -296,7 +312,8 @@ def main() -> int:
                     before, redis_before = gateway.metrics(), redis_stats(redis_port)
                     cpu = gateway.cpu_seconds()
                     spy = None
-                    measured = args.profile is not None and "L2" in label
+                    profiled = "L2" if args.profile_run == "l2" else "L1 hit, 1 customer"
+                    measured = args.profile is not None and profiled in label
                     if measured and callgrind:
                         instrument(gateway.pid, on=True)
                     elif measured:
