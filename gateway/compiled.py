@@ -60,6 +60,7 @@ MODULES = (
     "gateway.metrics",
     "gateway.store.codec",
     "gateway.store.entries",
+    "gateway.store.keys",
     "gateway.store.layered",
     "gateway.store.memory",
     "gateway.store.redis_batch",

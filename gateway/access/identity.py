@@ -39,12 +39,11 @@ from gateway.store.cache import (
     Generation,
     PayloadCache,
     PeekableCache,
-    digest_key,
     sessions_scope,
-    token_key,
 )
 from gateway.store.coalesce import Coalescer, LocalCoalescer, stored_answer
 from gateway.store.companion import ChainingCache, CompanionLookup
+from gateway.store.keys import digest_key, token_key
 from gateway.store.singleflight import SingleFlight
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")

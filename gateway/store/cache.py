@@ -33,7 +33,7 @@ side). When L1 forgets an old generation record (see
 count as misses: a needless revalidation, never a stale hit.
 
 Keys are built by the caller and never hold a raw credential: sessions are keyed by a SHA-256 of
-the token (:func:`token_key`).
+the token (:func:`token_key`, from the compiled :mod:`gateway.store.keys`).
 
 Time: the caller's clock returns aware datetimes (the core's unit). A caller that has already
 read the clock for this request hands the reading to the L1 tier's ``peek`` (``now``) instead
@@ -56,7 +56,6 @@ walk, tens of microseconds per eviction in a full cache.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import FrozenInstanceError
 from datetime import datetime
@@ -71,6 +70,8 @@ from gateway.store.entries import (
     shape,
     stale_until_of,
 )
+from gateway.store.keys import digest_key as digest_key  # re-exported: keys are built here
+from gateway.store.keys import token_key as token_key
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -85,19 +86,9 @@ Generation = Hashable
 ``set`` and use it in flight keys (one tier: an int; layered tiers: a tuple of theirs)."""
 
 
-def token_key(kind: str, token: str) -> str:
-    """The cache key of a credential: ``kind`` and the SHA-256 of the token, never the token."""
-    return digest_key(kind, hashlib.sha256(token.encode()).hexdigest())
-
-
 def sessions_scope(customer_id: str) -> str:
     """The owner scope of every cached session validation of ``customer_id``."""
     return SESSIONS_PREFIX + customer_id
-
-
-def digest_key(kind: str, digest: str) -> str:
-    """The cache key of a credential known only by its SHA-256 (lower-case hex)."""
-    return f"{kind}:{digest}"
 
 
 class CacheEntry(Generic[T]):
