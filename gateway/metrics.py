@@ -52,16 +52,20 @@ class HotPath(Collector):
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], int] = {}
         self._lookups: dict[tuple[str, str, str], int] = {}
+        # The bounds as a list of float objects: compiled, the module's tuple is kept unboxed,
+        # and handing it to bisect_left boxed every bound again on every request.
+        self._bounds: list[float] = list(DECISION_BUCKETS)
         self._buckets = [0] * (len(DECISION_BUCKETS) + 1)  # the last one: above every bound
         self._seconds = 0.0
 
     def request(self, mode: str, outcome: str, seconds: float) -> None:
         key = (mode, outcome)
+        # "le" is inclusive: the first bound >= seconds.
+        bucket = bisect_left(self._bounds, seconds)
         with self._lock:
             requests = self._requests
             requests[key] = requests.get(key, 0) + 1
-            # "le" is inclusive: the first bound >= seconds.
-            self._buckets[bisect_left(DECISION_BUCKETS, seconds)] += 1
+            self._buckets[bucket] += 1
             self._seconds += seconds
 
     def lookup(self, cache: str, tier: str, result: str) -> None:
