@@ -66,8 +66,8 @@ _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus
 }
 _TRAILER = f"\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
-# What aiohttp refuses in a header (it fails the response): a control character but tab; here
-# without CR and LF, which are counted instead (reply_bytes).
+# What aiohttp refuses in a header (it fails the response): a control character but tab (CR
+# and LF too: _fields refuses them inside a name or value, the status line counts them).
 _forbidden = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
 _date = (-1, "")  # (second, Date header's value): one tuple, replaced whole
 
@@ -82,14 +82,22 @@ def _http_date() -> str:
 
 
 def _fields(pairs: Iterable[tuple[str, str]]) -> str:
-    """Header lines, refused (ValueError) where aiohttp refuses to write them."""
-    lines = [f"{name}: {value}\r\n" for name, value in pairs]
-    fields = "".join(lines)
-    # One scan for the whole block: a control character other than the line ends put there,
-    # or a line end more (inside a name or value).
-    if _forbidden(fields) or fields.count("\n") != len(lines) or fields.count("\r") != len(lines):
-        raise ValueError("a control character in a header")
-    return fields
+    """Header lines, refused (ValueError) where aiohttp refuses to write them: a name or value
+    with a control character but tab (CR and LF included)."""
+    lines = []
+    for name, value in pairs:
+        line = f"{name}: {value}"
+        # A printable str holds no control character at all (nor a tab): the usual case, one
+        # C scan per line. Only a line that is not (a tab, some non-ASCII) is looked at closer.
+        if not line.isprintable() and (_refused(name) or _refused(value)):
+            raise ValueError("a control character in a header")
+        lines.append(line)
+    return "\r\n".join(lines) + "\r\n" if lines else ""
+
+
+def _refused(part: str) -> bool:
+    """Whether aiohttp refuses ``part`` in a header name or value."""
+    return _forbidden(part) is not None or "\r" in part or "\n" in part
 
 
 def relayed_head(method: str, status: int, reason: str | None, headers: CIMultiDict[str]) -> bytes:
