@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from string import Template
 from urllib.parse import urlsplit
 
@@ -41,7 +42,13 @@ from gateway.access.outcome import AccessOutcome, AccessRequest, Credentials, Ve
 from gateway.config import Settings
 from gateway.errors import BadRequest
 from gateway.http.callbacks import CallbackReceiver, callback_step
-from gateway.http.credentials import SESSION_HEADER, query_values, session_token, transfer_token
+from gateway.http.credentials import (
+    SESSION_HEADER,
+    Headers,
+    query_values,
+    session_token,
+    transfer_token,
+)
 from gateway.http.forward import forward_headers, last_element, strip_query_param
 from gateway.http.forwarded import TrustedProxies
 from gateway.http.replies import (
@@ -81,13 +88,19 @@ log = logging.getLogger("gateway.web.app")
 PREFIX = "/_paywall/"
 _PASS = (Verdict.GRANTED, Verdict.PUBLIC)
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
-# Where a front proxy names the visitor's request; each must come once.
-_ORIGINAL_REQUEST_HEADERS = (
-    "X-Original-URI",
-    "X-Forwarded-Uri",
-    "X-Original-Method",
-    "X-Forwarded-Method",
-)
+
+
+def _once(headers: Headers, name: str) -> Sequence[str]:
+    """Every value of header ``name``; BadRequest when there is more than one."""
+    values = headers.getall(name, ())
+    if len(values) > 1:
+        raise BadRequest(f"{name} given more than once")
+    return values
+
+
+def _first(values: Sequence[str]) -> str | None:
+    """``headers.get(name)`` of ``values = headers.getall(name, ())``."""
+    return values[0] if values else None
 
 
 class FrontEnd:
@@ -194,14 +207,17 @@ class FrontEnd:
         if not self._trusted.is_trusted(request.peer):
             return "untrusted_proxy"
         headers = request.headers
-        for name in _ORIGINAL_REQUEST_HEADERS:
-            if len(headers.getall(name, ())) > 1:
-                # Which one did the proxy mean? Its cache key and the gateway might differ.
-                raise BadRequest(f"{name} given more than once")
-        target = headers.get("X-Original-URI") or headers.get("X-Forwarded-Uri")
+        # Where a front proxy names the visitor's request; each must come once (which one did
+        # the proxy mean? its cache key and the gateway might differ), and each is read once
+        # (a multidict lookup is the dear part here).
+        uri = _once(headers, "X-Original-URI")
+        forwarded_uri = _once(headers, "X-Forwarded-Uri")
+        original_method = _once(headers, "X-Original-Method")
+        forwarded_method = _once(headers, "X-Forwarded-Method")
+        target = _first(uri) or _first(forwarded_uri)
         if not target:
             return "no_original_uri"
-        method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET"
+        method = _first(original_method) or _first(forwarded_method) or "GET"
         path, query = self._split(target)  # BadRequest for an ambiguous path
         scheme = last_element(headers.getall("X-Forwarded-Proto", [])) or request.scheme
         scheme = scheme if scheme in ("http", "https") else "http"
