@@ -13,7 +13,6 @@ MAX_TOKEN_LENGTH = 4096
 
 # RFC 6265 cookie-octet: visible ASCII without space, '"', ',', ';' and '\'.
 _COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,4096}").fullmatch
-_VISIBLE = re.compile(r"[\x21-\x7e]{1,4096}").fullmatch
 
 
 def cookie_value(value: str) -> bool:
@@ -24,4 +23,12 @@ def cookie_value(value: str) -> bool:
 def visible_token(value: str) -> bool:
     """Whether ``value`` is 1 to 4096 visible ASCII characters (a token in a header or query:
     no whitespace, no control characters, nothing outside ASCII)."""
-    return _VISIBLE(value) is not None
+    # Printable ASCII is 0x20-0x7e: without the space, exactly the visible characters. (Three
+    # C checks, isascii without a scan: cheaper than a regular expression's match, and a
+    # session token is checked on every request.)
+    return (
+        0 < len(value) <= MAX_TOKEN_LENGTH
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.core.tokens import cookie_value, visible_token
 
@@ -29,3 +33,14 @@ from gateway.core.tokens import cookie_value, visible_token
 def test_rules(value: str, cookie: bool, visible: bool) -> None:
     assert cookie_value(value) is cookie
     assert visible_token(value) is visible
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2100), max_size=12))
+def test_visible_is_exactly_visible_ascii(value: str) -> None:
+    # The rule as the regular expression it replaced states it.
+    assert visible_token(value) is (re.fullmatch(r"[\x21-\x7e]{1,4096}", value) is not None)
+
+
+@pytest.mark.parametrize("value", ["\t", "a\tb", "\x85", "\xa0", "a\u2028", "\x1f", "~!"])
+def test_visible_edges(value: str) -> None:
+    assert visible_token(value) is all(0x21 <= ord(char) <= 0x7E for char in value)
