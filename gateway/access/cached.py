@@ -47,11 +47,19 @@ class CachedAccess(Decision):
         self, payload: AccessPayload | bytes, decision: Decision, decided_at: datetime
     ) -> None:
         """``payload`` as bytes: already packed (only :meth:`from_raw_payload` does that)."""
-        setter = object.__setattr__  # a Decision is frozen
-        for name in _DECISION_FIELDS:
-            setter(self, name, getattr(decision, name))
-        setter(self, "_payload", payload if isinstance(payload, bytes) else _pack_payload(payload))
-        setter(self, "_last", decided_at)
+        # The decision's fields through Decision's own __init__ (a Decision is frozen):
+        # compiled, a direct call and a plain store per field, where a loop over the names is a
+        # generic getattr and setattr each (and every L2 hit makes one of these).
+        super().__init__(
+            decision.granted,
+            decision.reason,
+            decision.valid_until,
+            decision.stable_until,
+            decision.cacheable,
+        )
+        packed = payload if isinstance(payload, bytes) else _pack_payload(payload)
+        object.__setattr__(self, "_payload", packed)
+        object.__setattr__(self, "_last", decided_at)
 
     @classmethod
     def from_raw_payload(
