@@ -70,7 +70,9 @@ from gateway.store.entries import (
     shape,
     stale_until_of,
 )
-from gateway.store.keys import digest_key as digest_key  # re-exported: keys are built here
+
+# Re-exported: the module docstring says how keys are built (the functions are compiled there).
+from gateway.store.keys import digest_key as digest_key
 from gateway.store.keys import token_key as token_key
 
 T = TypeVar("T")
