@@ -1,5 +1,5 @@
-"""The access log's lines: what :mod:`gateway.access_log`'s writer thread makes of the entries
-requests leave behind, exactly the JSON :class:`gateway.logs.JsonFormatter` would write.
+"""The access log's lines: what :mod:`gateway.access_log` makes of the entries requests leave
+behind, exactly the JSON :class:`gateway.logs.JsonFormatter` would write.
 
 The method, the path, the verdict, the reason (a 400's may quote the refused path) and the
 cache go through :meth:`Redactor.text <gateway.redaction.Redactor.text>` once per distinct
@@ -55,7 +55,7 @@ customer id, client address, duration in seconds."""
 
 class LineFormatter:
     """Encodes :data:`Entry` values as access-log lines, redacted by ``redactor``. Keeps memos:
-    one formatter per writer thread."""
+    one thread at a time (the access log's formatting lock)."""
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor

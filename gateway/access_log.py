@@ -1,32 +1,41 @@
-"""The access log: one JSON line per request, formatted and written off the request path.
+"""The access log: one JSON line per request, formatted between requests and written off the
+request path.
 
 A request only appends a tuple of its raw values (and ``time.time()``) to a bounded
-:class:`collections.deque` (atomic under the GIL: no lock, no event, no formatting there). A
-daemon writer thread wakes every :data:`INTERVAL` seconds, formats what has gathered and writes
-it with one ``write`` + ``flush`` of the stream's binary buffer, so a line never interleaves with
-the logging module's lines on the same stream. After :data:`IDLE_AFTER` seconds without a line
-it sleeps until the next one (the only request that sets an event is the first after a quiet
-spell). It hands the GIL over every :data:`CHUNK` lines while the loop's thread gives it back
-at once (:func:`_hand_over`), so a request arriving meanwhile waits for a chunk, not a round:
-at 10 lines a millisecond, the event loop's p99 lateness was 1.01-1.09 ms with the log on and
-no hand-over, 0.38-0.46 ms handing over every chunk, and 0.29-0.34 ms with the log off
-(bench/log_stall.py, compiled build).
+:class:`collections.deque` (atomic under the GIL: no lock, no formatting, no I/O there). Every
+:data:`CHUNK` lines, a thread that runs an event loop (the gateway's server, an ASGI app's)
+schedules the chunk's formatting with ``call_soon``: it runs after the response that filled it
+went out, between two requests, about 45 µs for 32 lines. A daemon writer thread wakes every
+:data:`INTERVAL` seconds (sooner when a quarter of :data:`MAX_LINES` waits), formats what no
+loop did (a WSGI worker's lines, the rest of a chunk) and writes everything with one ``write``
++ ``flush`` of the stream's binary buffer, so a line never interleaves with the logging
+module's lines on the same stream. After :data:`IDLE_AFTER` seconds without a line it sleeps
+until the next one (the only request that sets an event is the first after a quiet spell).
+
+Why the loop formats its own lines: under the GIL, a second thread formatting them costs the
+loop more than formatting them itself. While the writer waits for the GIL, every system call
+of a busy loop releases it, signals the writer and takes it back (thousands of futex wake-ups
+a second), and while the writer holds it the loop waits. In-process (a loop of socket round
+trips and Python work, one line per request, alternated bursts), the loop ran 57,000-63,000
+requests a second with the writer formatting, 73,000-84,000 with the loop formatting and the
+writer only writing every 100 ms, and 93,000-102,000 with no access log.
 
 The lines are exactly what :class:`gateway.logs.JsonFormatter` made of
 ``logging.getLogger("gateway.access").info("request", extra={"fields": ...})``: same keys in
 the same order, same values, same redaction (:mod:`gateway.access_lines` makes them).
 
-* **Bounded.** At most :data:`MAX_LINES` lines wait; when the stream is stuck (a full pipe
-  nobody reads) further lines are dropped and counted, and once writing resumes one warning
-  line says how many (``"msg":"access log lines dropped","dropped":N``). A request never
-  waits for the stream.
+* **Bounded.** At most :data:`MAX_LINES` lines wait (formatted or not); when the stream is
+  stuck (a full pipe nobody reads) further lines are dropped and counted, and once writing
+  resumes one warning line says how many (``"msg":"access log lines dropped","dropped":N``).
+  A request never waits for the stream.
 * **Nothing lost at the end.** :meth:`AccessLog.flush` waits (at most ``timeout`` seconds)
   until every line logged before it is written; ``paywall-gateway serve`` calls it once its
   listeners have drained, the ASGI middleware at lifespan shutdown, and ``atexit`` in every
   process (a WSGI worker leaves through ``sys.exit``).
-* **Threads and forks.** Any number of threads may log. The writer starts in the process that
-  logs: an ``os.register_at_fork`` hook makes a forked child forget its parent's lines and
-  writer (and a pid check catches a fork that bypassed the hook).
+* **Threads and forks.** Any number of threads may log; one formats at a time, in order. The
+  writer starts in the process that logs: an ``os.register_at_fork`` hook makes a forked child
+  forget its parent's lines and writer (and a pid check catches a fork that bypassed the
+  hook).
 
 One access log per process (:func:`install`, done by :func:`gateway.logs.configure_logging`);
 :data:`current` is None while it is off, which is all :class:`~gateway.http.observe.Observer`
@@ -35,6 +44,7 @@ checks per request.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import io
@@ -45,7 +55,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from time import perf_counter
 from time import time as wall_clock
 from typing import IO, Any
 
@@ -53,7 +62,6 @@ from gateway.access_lines import Entry, LineFormatter
 from gateway.redaction import Redactor
 
 __all__ = [
-    "BUSY",
     "CHUNK",
     "FLUSH_TIMEOUT",
     "INTERVAL",
@@ -64,9 +72,8 @@ __all__ = [
     "install",
 ]
 
-INTERVAL = 0.025  # seconds between the writer's rounds while lines keep coming
-CHUNK = 32  # lines the writer formats between two hand-overs of the GIL (about 130 µs)
-BUSY = 0.002  # seconds: a hand-over that took this long finds the loop busy (_hand_over)
+INTERVAL = 0.1  # seconds between the writer's rounds while lines keep coming
+CHUNK = 32  # lines an event loop formats at once, between two requests (about 45 µs)
 IDLE_AFTER = 1.0  # seconds without a line before the writer sleeps until the next one
 MAX_LINES = 10_000  # lines waiting at most; more are dropped (and counted)
 FLUSH_TIMEOUT = 3.0  # seconds flush() waits for a stuck stream at most
@@ -92,8 +99,7 @@ def flush(timeout: float = FLUSH_TIMEOUT) -> bool:
 
 class AccessLog:
     """Access-log lines on ``stream`` (default: ``sys.stderr`` as it is now), redacted by
-    ``redactor``. :meth:`log` is the request path; everything else happens on the writer
-    thread."""
+    ``redactor``. :meth:`log` is the request path; the writer thread writes."""
 
     def __init__(
         self,
@@ -109,15 +115,22 @@ class AccessLog:
         self._interval = interval
         self._idle_rounds = max(1, round(IDLE_AFTER / interval))
         self._max_lines = max_lines
-        self._lines: deque[Entry | threading.Event] = deque()
+        self._lines: deque[Entry | threading.Event] = deque()  # logged, not formatted yet
+        self._chunks: deque[tuple[str, int] | threading.Event] = deque()  # formatted, unwritten
+        self._formatted = 0  # lines in _chunks (under _formatting)
+        self._failed = 0  # entries no encoder took (under _formatting)
+        self._soon = False  # an event loop will format the waiting lines (_format_soon)
+        self._nudge_at = max(1, max_lines // 4)  # formatted lines that wake the writer early
+        self._nudged = False  # it was woken early this round
         self._dropped = 0
         self._idle = True  # no writer is waiting on a timer: the next line wakes (or starts) it
         self._pid = os.getpid()
         self._lock = threading.Lock()  # starting and stopping the writer, the dropped count
+        self._formatting = threading.Lock()  # the formatter, _chunks' order, _formatted
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._format = LineFormatter(redactor)  # writer thread only (it keeps memos)
+        self._format = LineFormatter(redactor)  # under _formatting only (it keeps memos)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _call(ref, AccessLog._forked))
         atexit.register(_call, ref, AccessLog._at_exit)
@@ -125,7 +138,7 @@ class AccessLog:
     @property
     def waiting(self) -> int:
         """Lines logged and not yet written (at most ``max_lines``, and any flush waiting)."""
-        return len(self._lines)
+        return len(self._lines) + self._formatted
 
     # --- the request path -------------------------------------------------------------------
 
@@ -143,7 +156,7 @@ class AccessLog:
     ) -> None:
         """One request's line; ``duration`` in seconds. Never blocks, never formats."""
         lines = self._lines
-        if len(lines) < self._max_lines:
+        if len(lines) + self._formatted < self._max_lines:
             lines.append(
                 (
                     wall_clock(),
@@ -158,10 +171,64 @@ class AccessLog:
                     duration,
                 )
             )
+            if len(lines) >= CHUNK and not self._soon:
+                self._format_soon()
         else:
             self._drop()
         if self._idle:
             self._wake_writer()
+
+    def _format_soon(self) -> None:
+        """In a thread that runs an event loop: format the waiting lines once the loop is done
+        with the callbacks it is running (the request that logged last among them). Without a
+        loop, the writer formats them."""
+        self._soon = True  # one try a round (the writer's round clears it), one callback
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon(self._format_now)
+
+    def _format_now(self) -> None:
+        self._soon = False
+        self._format_waiting(False)
+
+    def _format_waiting(self, wait: bool) -> None:
+        """Format the lines waiting into chunks for the writer (flushes keep their place).
+        Without ``wait``, a thread that finds another formatting leaves its lines to it."""
+        formatting = self._formatting
+        if not formatting.acquire(wait):
+            return
+        try:
+            lines = self._lines
+            chunks = self._chunks
+            popleft = lines.popleft
+            line = self._format.line
+            out: list[str] = []
+            for _ in range(len(lines)):
+                try:
+                    entry = popleft()
+                except IndexError:  # cleared meanwhile (after a fork that bypassed the hook)
+                    break
+                if isinstance(entry, tuple):
+                    try:
+                        out.append(line(entry))
+                    except Exception:  # a value no encoder takes: counted, the writer goes on
+                        self._failed += 1
+                else:
+                    if out:
+                        chunks.append(("".join(out), len(out)))
+                        self._formatted += len(out)
+                        out = []
+                    chunks.append(entry)
+            if out:
+                chunks.append(("".join(out), len(out)))
+                self._formatted += len(out)
+            if self._formatted >= self._nudge_at and not self._nudged:
+                self._nudged = True  # many lines wait: the writer need not wait for its timer
+                self._wake.set()
+        finally:
+            formatting.release()
 
     def _drop(self) -> None:
         if self._pid != os.getpid():
@@ -199,7 +266,7 @@ class AccessLog:
                 if self._thread is threading.current_thread():
                     self._thread = None
                     self._idle = True
-            if self._lines:  # logged (or a flush asked) while it was stopping
+            if self._lines or self._chunks:  # logged (or a flush asked) while it was stopping
                 self._wake_writer()
 
     def _rounds(self, stop: threading.Event) -> None:
@@ -216,8 +283,8 @@ class AccessLog:
                 quiet = 0
                 wake.clear()
                 self._idle = True
-                if not self._lines and not self._dropped:  # a line now sees _idle and wakes us
-                    wake.wait()
+                if not self._lines and not self._chunks and not self._dropped:
+                    wake.wait()  # a line now sees _idle and wakes us
                 self._idle = False
             else:
                 wake.wait(self._interval)
@@ -225,34 +292,31 @@ class AccessLog:
 
     def _drain(self) -> bool:
         """Write what is waiting; False when there was nothing."""
-        lines = self._lines
-        waiting = len(lines)
-        if not waiting and not self._dropped:
+        self._soon = False  # a loop that closed before its callback ran does not stop the chunks
+        self._nudged = False
+        if self._lines:
+            self._format_waiting(True)  # what no loop formatted: a WSGI worker's, the last ones
+        chunks = self._chunks
+        if not chunks and not self._dropped and not self._failed:
             return False
         out: list[str] = []
         flushes: list[threading.Event] = []
-        failed = 0
-        popleft = lines.popleft
-        line = self._format.line
-        handing_over = True
-        for taken in range(waiting):
-            if handing_over and taken and not taken % CHUNK:
-                handing_over = _hand_over()
-            try:
-                entry = popleft()
-            except IndexError:  # cleared meanwhile (after a fork that bypassed the hook)
-                break
-            if isinstance(entry, tuple):
-                try:
-                    out.append(line(entry))
-                except Exception:  # a value no encoder takes: counted, the writer goes on
-                    failed += 1
+        taken = 0
+        popleft = chunks.popleft
+        for _ in range(len(chunks)):
+            item = popleft()
+            if isinstance(item, tuple):
+                out.append(item[0])
+                taken += item[1]
             else:
-                flushes.append(entry)
-        if self._dropped or failed:
-            with self._lock:
-                dropped, self._dropped = self._dropped + failed, 0
-            out.append(self._format.dropped_line(dropped))
+                flushes.append(item)
+        if taken or self._dropped or self._failed:
+            with self._lock, self._formatting:
+                self._formatted -= taken  # in the writer's hands now, no longer waiting
+                dropped = self._dropped + self._failed
+                self._dropped = self._failed = 0
+                if dropped:
+                    out.append(self._format.dropped_line(dropped))
         if out:
             with contextlib.suppress(Exception):  # the stream is gone (closed, EPIPE)
                 self._write("".join(out).encode("ascii"))
@@ -268,7 +332,7 @@ class AccessLog:
         if self._pid != os.getpid():
             self._forked()
         if self._thread is None:
-            if not self._lines and not self._dropped:
+            if not self._lines and not self._chunks and not self._dropped:
                 return True
             self._start()
         done = threading.Event()
@@ -295,33 +359,21 @@ class AccessLog:
         does not exist here, and its locks may have been held at the fork."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._formatting = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
         self._lines.clear()
+        self._chunks.clear()
+        self._formatted = 0
+        self._failed = 0
+        self._soon = False
+        self._nudged = False
         self._dropped = 0
         self._idle = True
 
     def _at_exit(self) -> None:
         self.flush(FLUSH_TIMEOUT)
-
-
-def _hand_over() -> bool:
-    """Let the loop's thread have the GIL if it is waiting for it; False when getting it back
-    took :data:`BUSY` seconds or more. :meth:`AccessLog._drain` calls this between chunks of
-    :data:`CHUNK` lines, and stops for the round at the first False.
-
-    Without it a request arriving while a round's lines are formatted waits for the whole round
-    (about 1 ms at 10,000 requests a second). ``time.sleep(0)`` releases the GIL and a waiting
-    thread takes it (``os.sched_yield`` did not hand it over as reliably). A loop that is idle
-    between requests gives it back within one request's work. A loop that never idles (the
-    gateway at its limit) keeps it until the interpreter's switch interval (5 ms) makes it let
-    go: handing over every chunk then cost about 12 µs of CPU per request in ``make bench``
-    row 1 (the switches), and there no request waits less for it, so the round goes on whole.
-    """
-    started = perf_counter()
-    time.sleep(0)
-    return perf_counter() - started < BUSY
 
 
 def _writer(stream: IO[Any]) -> Callable[[bytes], None]:

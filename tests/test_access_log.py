@@ -214,7 +214,7 @@ def test_the_observer_logs_what_it_logged_before(fixed_clock: float) -> None:
     assert list(lines[1]) == ["ts", "level", "logger", "msg", *FIELDS, "duration_ms"]
 
 
-def test_nothing_is_formatted_on_the_request_path(fixed_clock: float) -> None:
+def test_nothing_is_formatted_on_a_thread_without_a_loop(fixed_clock: float) -> None:
     formatted_on: set[int] = set()
 
     class Watching(Redactor):
@@ -222,13 +222,16 @@ def test_nothing_is_formatted_on_the_request_path(fixed_clock: float) -> None:
             formatted_on.add(threading.get_ident())
             return super().text(value)
 
+    # A thread without an event loop (a WSGI worker's) leaves every line to the writer.
     stream = io.StringIO()
     writer = AccessLog(Watching(), stream)
-    writer.log("GET", "/a?token=x", 200, "public", "public", "none", None, "::1", 0.0)
+    for _ in range(3 * access_log.CHUNK):
+        writer.log("GET", "/a?token=x", 200, "public", "public", "none", None, "::1", 0.0)
     writer.close()
     assert formatted_on
     assert threading.get_ident() not in formatted_on
     assert json.loads(written(stream)[0])["path"] == "/a?token=[redacted]"
+    assert len(written(stream)) == 3 * access_log.CHUNK
 
 
 @pytest.mark.parametrize(
@@ -277,96 +280,100 @@ def test_one_write_per_batch() -> None:
     assert stream.writes == 2
 
 
-def test_a_batch_hands_the_gil_over_between_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A request arriving while a batch is formatted waits for one chunk, not the batch: the
-    # writer lets other threads run every CHUNK lines, and still writes the batch at once.
-    stream = CountingStream()
-    formatted: list[int] = []  # lines of the batch formatted so far, at each hand-over
-    pending: list[str] = []
-    writer = AccessLog(redactor(), stream, interval=60.0)
-    formatter = writer._format
+class Watched:
+    """A writer's formatter (compiled in the compiled build), noting the thread of each line."""
 
-    class Counted:  # the formatter (compiled in the compiled build), counting its lines
-        def line(self, entry: tuple[Any, ...]) -> str:
-            text = formatter.line(entry)
-            pending.append(text)
-            return text
+    def __init__(self, writer: AccessLog) -> None:
+        self.formatter = writer._format
+        self.threads: list[int] = []
 
-        def dropped_line(self, dropped: int) -> str:
-            return formatter.dropped_line(dropped)
+    def line(self, entry: tuple[Any, ...]) -> str:
+        self.threads.append(threading.get_ident())
+        return self.formatter.line(entry)
 
-    monkeypatch.setattr(writer, "_format", Counted())
-
-    def hand_over() -> bool:
-        formatted.append(len(pending))
-        return True
-
-    monkeypatch.setattr(access_log, "_hand_over", hand_over)
-    writer.log(*GRANTED, 0.001)
-    until(lambda: stream.writes == 1)
-    pending.clear()
-    batch = 5 * access_log.CHUNK + 3
-    for i in range(batch):
-        writer.log("GET", f"/n/{i}", 200, "public", "public", "none", None, "::1", 0.001)
-    writer.close()
-    assert formatted == [access_log.CHUNK * k for k in range(1, 6)]
-    assert stream.writes == 2
-    paths = [json.loads(text)["path"] for text in written(stream)[1:]]
-    assert paths == [f"/n/{i}" for i in range(batch)]
+    def dropped_line(self, dropped: int) -> str:
+        return self.formatter.dropped_line(dropped)
 
 
-def test_a_busy_loop_gets_the_rest_of_the_round_formatted_whole(
+def started(writer: AccessLog, stream: io.StringIO) -> None:
+    """Start ``writer``'s thread and let it write a first line (it then waits for its timer)."""
+    writer.log("GET", "/first", 200, "public", "public", "none", None, "::1", 0.001)
+    assert writer.flush()
+    assert len(written(stream)) == 1
+
+
+async def test_an_event_loop_formats_its_chunks_between_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A hand-over that found the loop busy (it kept the GIL) is the round's last: another one
-    # per chunk would only cost switches. The next round hands over again.
-    stream = CountingStream()
-    calls: list[bool] = []
-
-    def hand_over() -> bool:
-        calls.append(bool(calls))  # the first finds the loop busy, later ones do not
-        return calls[-1]
-
-    monkeypatch.setattr(access_log, "_hand_over", hand_over)
-    writer = AccessLog(redactor(), stream, interval=60.0)
-    writer.log(*GRANTED, 0.001)
-    until(lambda: stream.writes == 1)
-    logged = []
-    for round_ in range(2):
-        for i in range(3 * access_log.CHUNK):
-            logged.append(f"/{round_}/{i}")
-            writer.log("GET", logged[-1], 200, "public", "public", "none", None, "::1", 1.0)
-        assert writer.flush()
-        if round_ == 0:
-            assert calls == [False]  # none after it in this round of 96 lines
-    writer.close()
-    assert calls[0] is False
-    assert len(calls) >= 3  # the next round handed over after each chunk
-    assert all(calls[1:])
+    # log() only appends; a full chunk is formatted by the loop once the callback that logged
+    # it is done, and the writer formats (and writes) the rest, every line in order.
+    stream = io.StringIO()
+    writer = AccessLog(redactor(), stream, interval=60.0)  # no timed round in the test
+    watched = Watched(writer)
+    monkeypatch.setattr(writer, "_format", watched)
+    started(writer, stream)
+    watched.threads.clear()
+    logged = [f"/n/{i}" for i in range(3 * access_log.CHUNK + 5)]
+    for i, path in enumerate(logged):
+        writer.log("GET", path, 200, "public", "public", "none", None, "::1", 0.001)
+        if (i + 1) % access_log.CHUNK == 0:
+            assert len(watched.threads) == i + 1 - access_log.CHUNK  # not inside log()
+            await asyncio.sleep(0)  # the loop's next round: the chunk is formatted
+            assert len(watched.threads) == i + 1
+    assert len(written(stream)) == 1  # nothing written yet: that is the writer's
+    assert set(watched.threads) == {threading.get_ident()}
+    assert writer.flush()
+    loop_lines = 3 * access_log.CHUNK
+    assert set(watched.threads[loop_lines:]) == {writer._thread.ident if writer._thread else 0}
+    assert len(watched.threads) == len(logged)
     assert [json.loads(text)["path"] for text in written(stream)[1:]] == logged
+    writer.close()
 
 
-def test_handing_over_tells_an_idle_loop_from_a_busy_one() -> None:
-    # Nothing else wants the GIL here (a writer thread of another test aside): it comes back
-    # at once.
-    assert any(access_log._hand_over() for _ in range(20))
-    # A thread that holds the GIL (a busy loop) keeps it for the switch interval.
-    started, done = threading.Event(), threading.Event()
-    deadline = time.monotonic() + 10.0  # in case the test thread never gets to set ``done``
+async def test_many_formatted_lines_wake_the_writer_before_its_timer() -> None:
+    stream = io.StringIO()
+    writer = AccessLog(redactor(), stream, interval=60.0, max_lines=4 * access_log.CHUNK)
+    started(writer, stream)
+    for i in range(2 * access_log.CHUNK):  # half of max_lines: past a quarter of it
+        writer.log("GET", f"/{i}", 200, "public", "public", "none", None, "::1", 0.001)
+    await asyncio.sleep(0)  # formatted by the loop: that wakes the writer
+    deadline = time.monotonic() + 5.0
+    while len(written(stream)) < 1 + 2 * access_log.CHUNK:
+        assert time.monotonic() < deadline, "the writer waited for its timer"
+        await asyncio.sleep(0.01)
+    assert writer.close()
 
-    def spin() -> None:
-        started.set()
-        while not done.is_set() and time.monotonic() < deadline:
-            pass
 
-    spinner = threading.Thread(target=spin)
-    spinner.start()
-    started.wait()
+def test_a_loop_gone_before_its_callback_leaves_the_lines_to_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The loop that was to format a chunk stopped first: the writer's next round formats and
+    # writes it, and the next chunk is scheduled on a loop again.
+    stream = io.StringIO()
+    writer = AccessLog(redactor(), stream, interval=60.0)  # rounds: flush and close only
+    watched = Watched(writer)
+    monkeypatch.setattr(writer, "_format", watched)
+    started(writer, stream)
+
+    async def log_a_chunk(tag: str, then_format: bool) -> None:
+        for i in range(access_log.CHUNK):
+            writer.log("GET", f"/{tag}/{i}", 200, "public", "public", "none", None, "::1", 0.0)
+        if then_format:
+            await asyncio.sleep(0)  # this loop formats them: a callback was scheduled
+            assert (
+                watched.threads[-access_log.CHUNK :] == [threading.get_ident()] * access_log.CHUNK
+            )
+
+    gone = asyncio.new_event_loop()
     try:
-        assert any(not access_log._hand_over() for _ in range(20))
+        gone.run_until_complete(log_a_chunk("gone", then_format=False))  # its callback never runs
     finally:
-        done.set()
-        spinner.join()
+        gone.close()
+    assert writer.flush()
+    assert len(written(stream)) == 1 + access_log.CHUNK
+    asyncio.run(log_a_chunk("next", then_format=True))
+    assert writer.close()
+    assert len(written(stream)) == 1 + 2 * access_log.CHUNK
 
 
 def test_many_threads_every_line_exactly_once() -> None:

@@ -3,8 +3,8 @@
 
 The decision is counted when it is made (so ``paywall_decision_seconds`` never includes the
 upstream's or the app's time); the access-log line is logged when the response is done: its raw
-values handed to the process's :mod:`gateway.access_log`, which formats and writes them on a
-thread of its own (nothing to do at all while it is off). ``started`` is a
+values handed to the process's :mod:`gateway.access_log`, which formats them between requests
+and writes them on a thread of its own (nothing to do at all while it is off). ``started`` is a
 :func:`time.perf_counter` reading taken when the request arrived.
 """
 
