@@ -278,8 +278,12 @@ CASES = [
 WORKERS = 24
 RATE = 800  # requests per second at most, over both gateways
 # Seconds of load with Redis up, with Redis killed (longer than the 1 s lifetimes below), and
-# after it answers again (longer than redis_breaker_open_seconds): about 2,700 requests.
-BEFORE, DOWN, AFTER = 1.0, 1.2, 1.2
+# after it answers again (longer than redis_breaker_open_seconds): about 3,400 requests. The
+# outage lasts 2 s: now and then every client here waits 1-2 s for answers at once (seen in
+# the down phase of a CI run and, in runs that printed every answer over 0.15 s, late in the
+# after phase) while both gateways were idle (py-spy) and logged no request over 0.15 s; the
+# phase must still hold MIN_PER_PHASE answers then.
+BEFORE, DOWN, AFTER = 1.0, 2.0, 1.2
 MIN_PER_PHASE = 300  # answered requests in each phase, or the test proves too little
 MAX_REQUESTS = 5000
 # Every answer lives one second, so both gateways keep going to Redis (and the platform)
