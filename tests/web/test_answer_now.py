@@ -414,3 +414,22 @@ async def test_a_note_on_a_declined_request_reaches_that_requests_handler_once(
         ("/noted/2", ("noted", "GET", "/noted/2"), None),
         ("/noted/3", None, None),
     ]
+
+
+def test_reply_bytes_remembers_a_head_only_for_the_same_reply() -> None:
+    # Made once per (status, headers, body or not): an equal reply gets the same bytes, one
+    # that differs in any of them its own, and a refused header is refused every time.
+    grant = [("X-Paywall-Access", "granted"), ("X-Paywall-Customer-Id", "100001")]
+    first = reply_bytes(Reply(200, list(grant)))
+    assert reply_bytes(Reply(200, list(grant))) == first
+    assert b"X-Paywall-Customer-Id: 100001\r\n" in first
+    other = reply_bytes(Reply(200, [grant[0], ("X-Paywall-Customer-Id", "100002")]))
+    assert b"X-Paywall-Customer-Id: 100002\r\n" in other
+    assert b"100001" not in other
+    assert reply_bytes(Reply(403, list(grant))).startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    with_body = reply_bytes(Reply(200, list(grant), b"x"))
+    assert b"Content-Type: application/octet-stream\r\n" in with_body
+    assert b"Content-Type" not in reply_bytes(Reply(200, list(grant)))
+    for _ in range(2):
+        with pytest.raises(ValueError, match="control character"):
+            reply_bytes(Reply(200, [("X-A", "a\r\nSet-Cookie: x=1")]))
