@@ -42,6 +42,7 @@ _MEMO_MAX_LENGTH = 512
 # What str(ipaddress.ip_address(...)) is made of: nothing in it can be redacted or escaped.
 _ADDRESS_CHARS = "0123456789abcdef.:"
 _INFINITY = float("inf")
+_PLAIN_MILLIS = 1e12  # durations (ms) below this are written without repr (see line())
 # A timestamp's ending per millisecond (".042Z"): formatting the number costs a line more than
 # the rest of its timestamp.
 _MILLIS = [f".{millis:03d}Z" for millis in range(1000)]
@@ -62,6 +63,7 @@ class LineFormatter:
         # Remembered encodings, and the timestamp of the current second.
         self._words: dict[str, str] = {}
         self._paths: dict[str, str] = {}
+        self._clients: dict[str, str] = {}
         self._middles: dict[tuple[Any, ...], str] = {}  # see line()
         self._stamp = (-1, "")  # (second, its text): one attribute, replaced whole
         # A configured secret name that is also a field's name: JsonFormatter would redact the
@@ -110,12 +112,25 @@ class LineFormatter:
                 )
         else:
             middle = self._middle(method, path, status, verdict, reason, cache, customer_id)
-        client_ = _address(client) or self._words.get(client) or self._word(client)
-        duration = round(seconds * 1000, 3)
-        if type(duration) is float and -_INFINITY < duration < _INFINITY:
-            duration_ = repr(duration)
+        client_ = self._clients.get(client) if type(client) is str else None
+        if client_ is None:
+            client_ = _address(client) or self._words.get(client) or self._word(client)
+            if type(client) is str:
+                _remember(self._clients, client, len(client), client_)
+        millis = seconds * 1000
+        if type(millis) is float and -_PLAIN_MILLIS < millis < _PLAIN_MILLIS:
+            # repr(round(millis, 3)), from one correctly rounded conversion instead of three
+            # (both round the exact binary value half to even): below 1e12, that decimal of at
+            # most 15 digits is the shortest that reads back as the rounded float.
+            duration_ = f"{millis:.3f}".rstrip("0")
+            if duration_[-1] == ".":
+                duration_ += "0"
         else:
-            duration_ = self._value(duration)
+            duration = round(millis, 3)
+            if type(duration) is float and -_INFINITY < duration < _INFINITY:
+                duration_ = repr(duration)
+            else:
+                duration_ = self._value(duration)
         return (
             f'{{"ts":"{self._timestamp(created)}","level":"info","logger":"{LOGGER}",'
             f'"msg":"request",{middle},"client":{client_},"duration_ms":{duration_}}}\n'

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from gateway import access_log
+from gateway.access_lines import LineFormatter
 from gateway.access_log import AccessLog
 from gateway.asgi import PaywallMiddleware
 from gateway.config import Settings
@@ -152,6 +155,44 @@ def test_lines_are_the_ones_jsonformatter_wrote(
     assert written(stream) == [expected, expected]
     assert "abc" not in stream.getvalue()
     assert "SECRET" not in stream.getvalue()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(allow_nan=False),  # any size, inf, -0.0, subnormals
+        st.floats(min_value=-1e10, max_value=1e10),  # the plain range's edge
+        st.integers(0, 10**9).map(lambda n: n / 1e6),  # microseconds, as a clock gives them
+        st.integers(-(10**7), 10**7).map(lambda n: n / 2**14),  # exact binary ties
+        st.integers(),
+    )
+)
+def test_any_duration_is_written_as_jsonformatter_wrote_it(seconds: float) -> None:
+    formatter = LineFormatter(redactor())
+    line = formatter.line((T, *GRANTED, seconds))
+    assert line == old_line(JsonFormatter(redactor()), T, GRANTED, seconds) + "\n"
+
+
+@pytest.mark.parametrize("millis", [0.0625, 0.1875, 1.0625, 2.5625, 1023.9375, 7.0005])
+def test_a_duration_halfway_between_two_thousandths_is_written_as_before(millis: float) -> None:
+    # Durations whose milliseconds are exactly halfway (binary fractions of sixteenths): both
+    # ways round the exact value half to even.
+    seconds = millis / 1000
+    for _ in range(8):  # a neighbour whose product is the tie itself, where there is one
+        if seconds * 1000 == millis:
+            break
+        seconds = math.nextafter(seconds, math.inf if seconds * 1000 < millis else -math.inf)
+    line = LineFormatter(redactor()).line((T, *GRANTED, seconds))
+    assert line == old_line(JsonFormatter(redactor()), T, GRANTED, seconds) + "\n"
+
+
+def test_addresses_are_remembered_by_value_and_type() -> None:
+    formatter = LineFormatter(redactor())
+    for client in ("127.0.0.1", "127.0.0.1", "::1", "unknown", "a b", 1, 1.0, True):
+        values = (*GRANTED[:-1], client)
+        assert formatter.line((T, *values, 0.5)) == (
+            old_line(JsonFormatter(redactor()), T, values, 0.5) + "\n"
+        )
 
 
 def test_equal_values_of_other_types_are_not_taken_for_remembered_ones(
