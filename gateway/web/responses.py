@@ -138,38 +138,14 @@ def reply_bytes(reply: Reply) -> bytes:
     connection. ValueError for what aiohttp would refuse too: a control character (but tab)
     in a header name or value, a status outside 100-999."""
     status = reply.status
-    body = reply.body
-    # The status line and header lines repeat (an auth endpoint's grants differ in a customer
-    # id and a number of seconds): made once per combination, then looked up.
-    key = (status, tuple(reply.headers), not body)
-    head = _heads.get(key)
-    if head is None:
-        head = _head(reply)
-        if len(head) <= _HEAD_MAX_LENGTH:
-            if len(_heads) >= _HEADS_SIZE:
-                _heads.clear()
-            _heads[key] = head
-    data = f"{head}Content-Length: {len(body)}\r\nDate: {_http_date()}{_TRAILER}".encode()
-    return data + body if body else data
-
-
-# Heads made by reply_bytes: (status, headers, no body) -> status line and header lines.
-# Bounded, cleared when full; a long head is not remembered.
-_heads: dict[tuple[int, tuple[tuple[str, str], ...], bool], str] = {}
-_HEADS_SIZE = 1024
-_HEAD_MAX_LENGTH = 1024
-
-
-def _head(reply: Reply) -> str:
-    """The status line and header lines of ``reply`` (``Content-Type`` defaulted for a body),
-    or ValueError (see :func:`reply_bytes`)."""
-    status = reply.status
     line = _STATUS_LINES.get(status)
     if line is None:
         if not 100 <= status <= 999:
             raise ValueError(f"invalid status code {status}")
         line = f"HTTP/1.1 {status} \r\n"
+    body = reply.body
     fields = _fields(reply.headers)
-    if reply.body and reply.header("Content-Type") is None:
+    if body and reply.header("Content-Type") is None:
         fields += "Content-Type: application/octet-stream\r\n"
-    return line + fields
+    head = f"{line}{fields}Content-Length: {len(body)}\r\nDate: {_http_date()}{_TRAILER}"
+    return head.encode() + body if body else head.encode()

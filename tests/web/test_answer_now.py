@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.http.replies import Reply
 from gateway.web import protocol
@@ -416,9 +418,9 @@ async def test_a_note_on_a_declined_request_reaches_that_requests_handler_once(
     ]
 
 
-def test_reply_bytes_remembers_a_head_only_for_the_same_reply() -> None:
-    # Made once per (status, headers, body or not): an equal reply gets the same bytes, one
-    # that differs in any of them its own, and a refused header is refused every time.
+def test_reply_bytes_of_replies_that_differ_in_one_value() -> None:
+    # An equal reply gets the same bytes, one that differs in its status, a header or having
+    # a body its own, and a refused header is refused every time.
     grant = [("X-Paywall-Access", "granted"), ("X-Paywall-Customer-Id", "100001")]
     first = reply_bytes(Reply(200, list(grant)))
     assert reply_bytes(Reply(200, list(grant))) == first
@@ -433,3 +435,27 @@ def test_reply_bytes_remembers_a_head_only_for_the_same_reply() -> None:
     for _ in range(2):
         with pytest.raises(ValueError, match="control character"):
             reply_bytes(Reply(200, [("X-A", "a\r\nSet-Cookie: x=1")]))
+
+
+# Header text made of what matters to the check: ordinary characters, tab, CR, LF, the other
+# C0 controls, DEL, NEL, a line separator, non-ASCII.
+_PART = st.text(
+    alphabet=st.sampled_from("aZ0-: \t\r\n\x00\x01\x0b\x1b\x1f\x7f\x85\u2028\xe9\u6f22"),
+    max_size=6,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.tuples(_PART, _PART), max_size=4))
+def test_reply_bytes_refuses_exactly_what_aiohttp_refuses(headers: list[tuple[str, str]]) -> None:
+    # aiohttp refuses a name or value with a control character but tab (CR and LF included);
+    # the whole block is checked at once, and must refuse exactly those.
+    refused = any(
+        re.search(r"[\x00-\x08\x0a-\x1f\x7f]", part) for header in headers for part in header
+    )
+    if refused:
+        with pytest.raises(ValueError, match="control character"):
+            reply_bytes(Reply(200, headers))
+    else:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        assert reply_bytes(Reply(200, headers)).startswith(f"HTTP/1.1 200 OK\r\n{lines}".encode())
