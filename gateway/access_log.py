@@ -2,23 +2,24 @@
 request path.
 
 A request only appends a tuple of its raw values (and ``time.time()``) to a bounded
-:class:`collections.deque` (atomic under the GIL: no lock, no formatting, no I/O there). Every
-:data:`CHUNK` lines, a thread that runs an event loop (the gateway's server, an ASGI app's)
-schedules the chunk's formatting with ``call_soon``: it runs after the response that filled it
-went out, between two requests, about 45 µs for 32 lines. A daemon writer thread wakes every
-:data:`INTERVAL` seconds (sooner when a quarter of :data:`MAX_LINES` waits), formats what no
-loop did (a WSGI worker's lines, the rest of a chunk) and writes everything with one ``write``
-+ ``flush`` of the stream's binary buffer, so a line never interleaves with the logging
-module's lines on the same stream. After :data:`IDLE_AFTER` seconds without a line it sleeps
-until the next one (the only request that sets an event is the first after a quiet spell).
+:class:`collections.deque` (atomic under the GIL: no lock, no I/O there). Every :data:`CHUNK`
+lines the chunk is formatted, about 45 µs for 32 lines: by a thread that runs an event loop
+(the gateway's server, an ASGI app's) with ``call_soon``, after the response that filled it
+went out, between two requests; by any other thread (a WSGI worker's, whose lines are logged
+as its response ends) in that call. A daemon writer thread wakes every :data:`INTERVAL`
+seconds (sooner when a quarter of :data:`MAX_LINES` waits), formats the lines no chunk took
+and writes everything with one ``write`` + ``flush`` of the stream's binary buffer, so a line
+never interleaves with the logging module's lines on the same stream. After
+:data:`IDLE_AFTER` seconds without a line it sleeps until the next one (the only request that
+sets an event is the first after a quiet spell).
 
-Why the loop formats its own lines: under the GIL, a second thread formatting them costs the
-loop more than formatting them itself. While the writer waits for the GIL, every system call
-of a busy loop releases it, signals the writer and takes it back (thousands of futex wake-ups
-a second), and while the writer holds it the loop waits. In-process (a loop of socket round
-trips and Python work, one line per request, alternated bursts), the loop ran 57,000-63,000
-requests a second with the writer formatting, 73,000-84,000 with the loop formatting and the
-writer only writing every 100 ms, and 93,000-102,000 with no access log.
+Why requests' threads format their own lines: under the GIL, a second thread formatting them
+costs the loop more than formatting them itself. While the writer waits for the GIL, every
+system call of a busy loop releases it, signals the writer and takes it back (thousands of
+futex wake-ups a second), and while the writer holds it the loop waits. In-process (a loop of
+socket round trips and Python work, one line per request, alternated bursts), the loop ran
+57,000-63,000 requests a second with the writer formatting, 73,000-84,000 with the loop
+formatting and the writer only writing every 100 ms, and 93,000-102,000 with no access log.
 
 The lines are exactly what :class:`gateway.logs.JsonFormatter` made of
 ``logging.getLogger("gateway.access").info("request", extra={"fields": ...})``: same keys in
@@ -154,7 +155,8 @@ class AccessLog:
         client: str,
         duration: float,
     ) -> None:
-        """One request's line; ``duration`` in seconds. Never blocks, never formats."""
+        """One request's line; ``duration`` in seconds. Never blocks on the stream; formats
+        only in a thread without an event loop, every :data:`CHUNK` lines."""
         lines = self._lines
         if len(lines) + self._formatted < self._max_lines:
             lines.append(
@@ -179,14 +181,16 @@ class AccessLog:
             self._wake_writer()
 
     def _format_soon(self) -> None:
-        """In a thread that runs an event loop: format the waiting lines once the loop is done
-        with the callbacks it is running (the request that logged last among them). Without a
-        loop, the writer formats them."""
-        self._soon = True  # one try a round (the writer's round clears it), one callback
+        """Format a chunk of waiting lines: in a thread that runs an event loop once the loop
+        is done with the callbacks it is running (the request that logged last among them);
+        in any other thread (a WSGI worker's, whose lines are logged as its response ends)
+        right here."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            self._format_waiting(False)
             return
+        self._soon = True  # one callback at a time (the writer's round clears it too)
         loop.call_soon(self._format_now)
 
     def _format_now(self) -> None:
@@ -295,7 +299,7 @@ class AccessLog:
         self._soon = False  # a loop that closed before its callback ran does not stop the chunks
         self._nudged = False
         if self._lines:
-            self._format_waiting(True)  # what no loop formatted: a WSGI worker's, the last ones
+            self._format_waiting(True)  # the lines no chunk took
         chunks = self._chunks
         if not chunks and not self._dropped and not self._failed:
             return False

@@ -255,24 +255,29 @@ def test_the_observer_logs_what_it_logged_before(fixed_clock: float) -> None:
     assert list(lines[1]) == ["ts", "level", "logger", "msg", *FIELDS, "duration_ms"]
 
 
-def test_nothing_is_formatted_on_a_thread_without_a_loop(fixed_clock: float) -> None:
-    formatted_on: set[int] = set()
-
-    class Watching(Redactor):
-        def text(self, value: str) -> str:
-            formatted_on.add(threading.get_ident())
-            return super().text(value)
-
-    # A thread without an event loop (a WSGI worker's) leaves every line to the writer.
+def test_a_thread_without_a_loop_formats_its_chunks_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A WSGI worker's thread: every CHUNK-th line formats the chunk in that call, and the
+    # writer formats the lines no chunk took, every line in order and redacted.
     stream = io.StringIO()
-    writer = AccessLog(Watching(), stream)
-    for _ in range(3 * access_log.CHUNK):
-        writer.log("GET", "/a?token=x", 200, "public", "public", "none", None, "::1", 0.0)
+    writer = AccessLog(redactor(), stream, interval=60.0)  # rounds: flush and close only
+    watched = Watched(writer)
+    monkeypatch.setattr(writer, "_format", watched)
+    started(writer, stream)
+    watched.threads.clear()
+    logged = 2 * access_log.CHUNK + 3
+    for i in range(logged):
+        writer.log("GET", f"/{i}?token=x", 200, "public", "public", "none", None, "::1", 0.0)
+        assert len(watched.threads) == (i + 1) // access_log.CHUNK * access_log.CHUNK
+    assert set(watched.threads) == {threading.get_ident()}
+    writer_thread = writer._thread
+    assert writer.flush()
+    assert writer_thread is not None
+    assert watched.threads[2 * access_log.CHUNK :] == [writer_thread.ident] * 3
+    paths = [json.loads(text)["path"] for text in written(stream)[1:]]
+    assert paths == [f"/{i}?token=[redacted]" for i in range(logged)]
     writer.close()
-    assert formatted_on
-    assert threading.get_ident() not in formatted_on
-    assert json.loads(written(stream)[0])["path"] == "/a?token=[redacted]"
-    assert len(written(stream)) == 3 * access_log.CHUNK
 
 
 @pytest.mark.parametrize(
