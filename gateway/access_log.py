@@ -287,7 +287,7 @@ class AccessLog:
                 quiet = 0
                 wake.clear()
                 self._idle = True
-                if not self._lines and not self._chunks and not self._dropped:
+                if not (self._lines or self._chunks or self._dropped or self._failed):
                     wake.wait()  # a line now sees _idle and wakes us
                 self._idle = False
             else:
