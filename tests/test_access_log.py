@@ -260,12 +260,7 @@ def test_a_thread_without_a_loop_formats_its_chunks_itself(
 ) -> None:
     # A WSGI worker's thread: every CHUNK-th line formats the chunk in that call, and the
     # writer formats the lines no chunk took, every line in order and redacted.
-    stream = io.StringIO()
-    writer = AccessLog(redactor(), stream, interval=60.0)  # rounds: flush and close only
-    watched = Watched(writer)
-    monkeypatch.setattr(writer, "_format", watched)
-    started(writer, stream)
-    watched.threads.clear()
+    stream, writer, watched = watched_writer(monkeypatch)
     logged = 2 * access_log.CHUNK + 3
     for i in range(logged):
         writer.log("GET", f"/{i}?token=x", 200, "public", "public", "none", None, "::1", 0.0)
@@ -348,17 +343,24 @@ def started(writer: AccessLog, stream: io.StringIO) -> None:
     assert len(written(stream)) == 1
 
 
+def watched_writer(monkeypatch: pytest.MonkeyPatch) -> tuple[io.StringIO, AccessLog, Watched]:
+    """A started writer whose rounds are its flushes and close only (no timed round in a
+    test), its formatter watched from the next line on."""
+    stream = io.StringIO()
+    writer = AccessLog(redactor(), stream, interval=60.0)
+    watched = Watched(writer)
+    monkeypatch.setattr(writer, "_format", watched)
+    started(writer, stream)
+    watched.threads.clear()
+    return stream, writer, watched
+
+
 async def test_an_event_loop_formats_its_chunks_between_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # log() only appends; a full chunk is formatted by the loop once the callback that logged
     # it is done, and the writer formats (and writes) the rest, every line in order.
-    stream = io.StringIO()
-    writer = AccessLog(redactor(), stream, interval=60.0)  # no timed round in the test
-    watched = Watched(writer)
-    monkeypatch.setattr(writer, "_format", watched)
-    started(writer, stream)
-    watched.threads.clear()
+    stream, writer, watched = watched_writer(monkeypatch)
     logged = [f"/n/{i}" for i in range(3 * access_log.CHUNK + 5)]
     for i, path in enumerate(logged):
         writer.log("GET", path, 200, "public", "public", "none", None, "::1", 0.001)
@@ -395,11 +397,7 @@ def test_a_loop_gone_before_its_callback_leaves_the_lines_to_the_writer(
 ) -> None:
     # The loop that was to format a chunk stopped first: the writer's next round formats and
     # writes it, and the next chunk is scheduled on a loop again.
-    stream = io.StringIO()
-    writer = AccessLog(redactor(), stream, interval=60.0)  # rounds: flush and close only
-    watched = Watched(writer)
-    monkeypatch.setattr(writer, "_format", watched)
-    started(writer, stream)
+    stream, writer, watched = watched_writer(monkeypatch)
 
     async def log_a_chunk(tag: str, then_format: bool) -> None:
         for i in range(access_log.CHUNK):
