@@ -61,9 +61,8 @@ def main() -> None:
         f"p{p} {lateness[min(n - 1, int(n * p / 100))] * 1000:.3f} ms" for p in (50, 99, 99.9)
     )
     worst = lateness[-1] * 1000
-    per_line = (
-        cpu / (n * args.lines_per_ms) * 1e6
-    )  # with --off: the loop's own, per line it would log
+    # With --off: the loop's own CPU, per line it would have logged.
+    per_line = cpu / (n * args.lines_per_ms) * 1e6
     print(
         f"{'off' if args.off else 'on'}: {n} sleeps; lateness {shown}, max {worst:.3f} ms; "
         f"loop CPU {per_line:.2f} µs per line"

@@ -114,7 +114,7 @@ class LineFormatter:
             middle = self._middle(method, path, status, verdict, reason, cache, customer_id)
         client_ = self._clients.get(client) if type(client) is str else None
         if client_ is None:
-            client_ = _address(client) or self._words.get(client) or self._word(client)
+            client_ = _address(client) or self._value(client)
             if type(client) is str:
                 _remember(self._clients, client, len(client), client_)
         millis = seconds * 1000
