@@ -100,6 +100,7 @@ def build_access_service(
         breaker = platform_breaker(settings, clock)
     guarded = GuardedPlatform(platform, breaker)
     coalescer: Coalescer = LocalCoalescer()
+    policy = settings.access.validity_policy()
     sessions: PayloadCache[str | None] = MemoryCache(cache.max_entries, clock)
     access: PayloadCache[CachedAccess] = MemoryCache(cache.max_entries, clock)
     if redis_client is not None:
@@ -151,7 +152,9 @@ def build_access_service(
         session_life = max(cache.session_ttl + cache.stale_if_error, cache.invalid_session_ttl)
         sessions = layered(session_l1, "session", EntryCodec(CustomerIdCodec()), session_life)
         access_life = settings.access.max_ttl + cache.stale_if_error
-        access = layered(access_l1, "access", EntryCodec(CachedAccessCodec()), access_life)
+        # The decision travels with the payload, for readers under the same policy (codecs).
+        access_codec = EntryCodec(CachedAccessCodec(policy))
+        access = layered(access_l1, "access", access_codec, access_life)
         coalescer = RedisCoalescer(
             redis_client,
             # Longer than the holder's whole fetch, so the marker outlives a slow platform;
@@ -177,7 +180,7 @@ def build_access_service(
         identity=identity,
         provider=guarded,
         cache=access,
-        policy=settings.access.validity_policy(),
+        policy=policy,
         clock=clock,
         metrics=metrics,
         stale_if_error=stale_if_error,

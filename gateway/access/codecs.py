@@ -1,17 +1,30 @@
 """The access service's cache values as JSON-able data, for the shared tier's entries
 (:class:`~gateway.store.codec.EntryCodec`): a session's validation (the customer id), and an
-access answer, of which only the platform's payload travels (every tier decides again at its
-own ``now``). Instants are integer microseconds since the epoch, daily window times seconds of
-the day (:mod:`gateway.store.codec`'s helpers).
+access answer: the platform's payload, and the decision its writer made from it. Instants are
+integer microseconds since the epoch, daily window times seconds of the day
+(:mod:`gateway.store.codec`'s helpers).
+
+The decision travels as a memo, never as a source of truth. A decision is a pure function of
+the payload, the rule, the policy and ``now`` (:func:`~gateway.core.decision.evaluate_access`),
+and it holds unchanged from its instant to its ``stable_until``; the rule is pinned by the
+entry's key (``<customer>:<require>:<sorted ids>``, all the decision depends on), so a reader
+whose policy and decision semantics are the writer's (:func:`decision_fingerprint`, written
+with the decision) gets, for any ``now`` in that interval, exactly the decision it would make
+itself, without unpacking the payload and evaluating it (``CachedAccess.decide``). Outside the
+interval, under another policy or version, or when the stored decision is not exactly what
+:meth:`CachedAccessCodec.dump` writes, the reader decides from the payload as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from typing import Any
 
 from gateway.access.cached import CachedAccess, RawItem, RawPayload
-from gateway.core.decision import Decision
+from gateway.core.decision import GRANTED, REASONS, Decision
 from gateway.core.payload import AccessItem, AccessPayload
+from gateway.core.policy import ValidityPolicy
 from gateway.store.codec import (
     EPOCH,
     FIRST_INSTANT,
@@ -24,7 +37,7 @@ from gateway.store.codec import (
     seconds_of_day,
 )
 
-__all__ = ["CachedAccessCodec", "CustomerIdCodec", "PayloadCodec"]
+__all__ = ["CachedAccessCodec", "CustomerIdCodec", "PayloadCodec", "decision_fingerprint"]
 
 
 class PayloadCodec:
@@ -81,6 +94,24 @@ class PayloadCodec:
 # A decision no instant satisfies: a CachedAccess read from another tier decides afresh.
 _UNDECIDED = Decision(False, "undecided", EPOCH, EPOCH, cacheable=False)
 
+DECISION_SEMANTICS = 1
+"""The version of what :func:`~gateway.core.decision.evaluate_access` answers: raise it with
+any change to a decision it makes (a reason, an instant), so that no process uses a decision
+stored by a version that decided otherwise."""
+
+# The reasons a stored decision may name, each the one string object of gateway.core.decision.
+_REASONS = {reason: reason for reason in REASONS}
+
+
+def decision_fingerprint(policy: ValidityPolicy) -> str:
+    """What a stored decision must have been made under for a reader with ``policy`` to use
+    it: the decision semantics (:data:`DECISION_SEMANTICS`) and the policy (its time zone by
+    its repr: a zone a repr does not name, say one read from a file, only ever matches itself,
+    and a reader then decides on its own)."""
+    text = f"{DECISION_SEMANTICS}:{policy!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 _DAY = 86_400  # seconds: a window time is 0 <= seconds of the day < _DAY
 _SECOND = 1_000_000  # microseconds: window times are packed in microseconds of the day
 
@@ -100,9 +131,9 @@ def _raw_payload(data: Any) -> RawPayload | None:
     (every value of the type dump gives it, every number in range), which
     :meth:`PayloadCodec.load` reads without converting anything; None for anything else,
     which :meth:`PayloadCodec.load` reads (or refuses) as it always has."""
-    if type(data) is not list or len(data) != 5:
+    if type(data) is not list or not 5 <= len(data) <= 6:  # (the sixth: a stored decision)
         return None
-    customer_id, blocked, granted, fetched_at, items = data
+    customer_id, blocked, granted, fetched_at, items = data[0], data[1], data[2], data[3], data[4]
     if (
         type(customer_id) is not str
         or type(blocked) is not bool
@@ -155,7 +186,10 @@ def _raw_payload(data: Any) -> RawPayload | None:
 
 
 class CachedAccessCodec:
-    """The access cache's values: only the payload travels; the decision is made again here.
+    """The access cache's values: the payload, and with a ``policy`` the decision made from it
+    (module docstring): ``[<the payload's five values>, [fingerprint, granted, reason,
+    valid_until, stable_until, cacheable, decided at]]``. Without a ``policy`` only the payload
+    is written, and a stored decision is never used.
 
     Both ways go between the JSON data and the payload's packed form
     (:class:`~gateway.access.cached.CachedAccess`) directly, without building an
@@ -163,51 +197,99 @@ class CachedAccessCodec:
     number. Data that is not exactly what ``dump`` writes (another writer's, a corruption) and
     a value whose payload is not kept packed take :class:`PayloadCodec`'s way."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: ValidityPolicy | None = None) -> None:
         self._payloads = PayloadCodec()
+        self._fingerprint = None if policy is None else decision_fingerprint(policy)
 
     def dump(self, value: CachedAccess) -> Any:
         raw = value.raw_payload()
         if raw is None:
-            return self._payloads.dump(value.payload)
-        customer_id, blocked, granted, fetched_at, items = raw
-        return [
-            customer_id,
-            blocked,
-            granted,
-            fetched_at,
-            [
+            data: list[Any] = self._payloads.dump(value.payload)
+        else:
+            customer_id, blocked, granted, fetched_at, items = raw
+            data = [
+                customer_id,
+                blocked,
+                granted,
+                fetched_at,
                 [
-                    access_right_id,
-                    item_granted,
-                    item_blocked,
-                    start,
-                    end,
-                    None if opens is None else opens // _SECOND,  # seconds_of_day's
-                    None if closes is None else closes // _SECOND,
-                    paused,
-                    resumed,
-                    cache,
-                ]
-                for access_right_id, item_granted, item_blocked, (
-                    start,
-                    end,
-                    opens,
-                    closes,
-                    paused,
-                    resumed,
-                    cache,
-                ) in items
-            ],
-        ]
+                    [
+                        access_right_id,
+                        item_granted,
+                        item_blocked,
+                        start,
+                        end,
+                        None if opens is None else opens // _SECOND,  # seconds_of_day's
+                        None if closes is None else closes // _SECOND,
+                        paused,
+                        resumed,
+                        cache,
+                    ]
+                    for access_right_id, item_granted, item_blocked, (
+                        start,
+                        end,
+                        opens,
+                        closes,
+                        paused,
+                        resumed,
+                        cache,
+                    ) in items
+                ],
+            ]
+        if self._fingerprint is not None:
+            decision = value.decision
+            if decision.reason in _REASONS:  # (not a value read without one, still undecided)
+                data.append(
+                    [
+                        self._fingerprint,
+                        decision.granted,
+                        decision.reason,
+                        instant(decision.valid_until),
+                        instant(decision.stable_until),
+                        decision.cacheable,
+                        instant(value.decided_at),
+                    ]
+                )
+        return data
 
     def load(self, data: Any) -> CachedAccess:
+        decision, decided_at = self._decision(data)
         raw = _raw_payload(data)
         if raw is not None:
-            loaded = CachedAccess.from_raw_payload(raw, _UNDECIDED, EPOCH)
+            loaded = CachedAccess.from_raw_payload(raw, decision, decided_at)
             if loaded is not None:
                 return loaded
-        return CachedAccess(self._payloads.load(data), _UNDECIDED, EPOCH)
+        if type(data) is list and len(data) == 6:
+            data = data[:5]
+        return CachedAccess(self._payloads.load(data), decision, decided_at)
+
+    def _decision(self, data: Any) -> tuple[Decision, datetime]:
+        """The stored decision and its instant, if it is exactly what :meth:`dump` writes
+        under this codec's fingerprint; else one that holds at no instant (decide afresh)."""
+        if self._fingerprint is None or type(data) is not list or len(data) != 6:
+            return _UNDECIDED, EPOCH
+        stored = data[5]
+        if type(stored) is not list or len(stored) != 7:
+            return _UNDECIDED, EPOCH
+        fingerprint, granted, reason, valid_until, stable_until, cacheable, decided_at = stored
+        known = _REASONS.get(reason) if type(reason) is str else None
+        if (
+            fingerprint != self._fingerprint
+            or known is None
+            or type(granted) is not bool
+            or granted != (known == GRANTED)
+            or type(cacheable) is not bool
+            or type(valid_until) is not int
+            or type(stable_until) is not int
+            or type(decided_at) is not int
+            or not FIRST_INSTANT <= decided_at <= stable_until <= valid_until <= LAST_INSTANT
+        ):
+            return _UNDECIDED, EPOCH
+        valid = EPOCH + valid_until * MICROSECOND
+        # Usually one instant: a decision that holds until its payload must be fetched again.
+        stable = valid if stable_until == valid_until else EPOCH + stable_until * MICROSECOND
+        decision = Decision(granted, known, valid, stable, cacheable)
+        return decision, EPOCH + decided_at * MICROSECOND
 
 
 class CustomerIdCodec:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.access import cached as cached_module
@@ -260,3 +260,172 @@ def test_what_the_packed_form_cannot_hold_is_kept_unpacked_as_before(data: Any) 
 def test_unreadable_access_entries_are_still_codec_errors(raw: bytes) -> None:
     with pytest.raises(CodecError):
         EntryCodec(CachedAccessCodec()).decode(raw)
+
+
+# -- the decision that travels with the payload ----------------------------------------------
+
+OTHER_POLICY = Settings(access={"time_zone": "America/New_York"}).access.validity_policy()
+_SECOND = timedelta(seconds=1)
+_RULES = st.sampled_from(
+    [
+        AccessRule(("premium",)),
+        AccessRule(("premium", "sport")),
+        AccessRule(("premium", "sport"), "all"),
+    ]
+)
+# Payloads whose items the rules ask for, with bounds within minutes of T0 (12:00 in Berlin,
+# the policy's zone), so that windows, lifetimes and pauses open and close within a decision's
+# reach (max_ttl: 5 minutes).
+_NEAR = st.one_of(st.none(), st.integers(-120, 120).map(lambda s: T0 + s * _SECOND))
+_TIMES = st.one_of(
+    st.none(),
+    st.integers(11 * 3600 + 58 * 60, 12 * 3600 + 2 * 60).map(
+        lambda s: time(s // 3600, s // 60 % 60, s % 60)
+    ),
+)
+_MOSTLY = st.sampled_from([True, True, True, False])  # grants, which can close on their own
+_DECIDED_ITEMS = st.lists(
+    st.builds(
+        AccessItem,
+        access_right_id=st.sampled_from(["premium", "sport"]),
+        granted=_MOSTLY,
+        blocked=_MOSTLY.map(lambda granted: not granted),
+        lifetime_start=_NEAR,
+        lifetime_end=_NEAR,
+        window_start=_TIMES,
+        window_end=_TIMES,
+        pause_start=_NEAR,
+        pause_end=_NEAR,
+        max_cache_date=st.one_of(st.none(), st.integers(-10, 300).map(lambda s: T0 + s * _SECOND)),
+    ),
+    max_size=3,
+)
+_PAYLOADS = st.builds(
+    lambda granted, items: AccessPayload("100001", not granted, granted, tuple(items), T0),
+    _MOSTLY,
+    _DECIDED_ITEMS,
+)
+
+
+def _stored(value: CachedAccess, policy: Any = POLICY) -> Any:
+    """What the writer's codec puts in Redis for ``value``, as Redis gives it back."""
+    return orjson.loads(orjson.dumps(CachedAccessCodec(policy).dump(value)))
+
+
+@settings(max_examples=500)  # about one in eighty is a grant that closes before it expires
+@given(_PAYLOADS, _RULES, st.integers(0, 8), st.integers(0, 400))
+def test_a_stored_decision_answers_as_the_reader_would_decide_at_any_now(
+    payload: AccessPayload, rule: AccessRule, decided: int, later: int
+) -> None:
+    decided_at = T0 + decided * _SECOND
+    first = evaluate_access(payload, rule, decided_at, POLICY)
+    data = _stored(CachedAccess(payload, first, decided_at))
+    assert len(data) == 6
+    loaded = CachedAccessCodec(POLICY).load(data)
+    if decided_at <= first.stable_until <= first.valid_until:  # (decided while valid)
+        assert _fields(loaded) == _fields(first)
+        assert loaded.decided_at == decided_at
+    else:  # expired when decided: its stable interval is empty, it is not even read
+        assert loaded.reason == "undecided"
+    now = decided_at + later * _SECOND
+    decision = loaded.decide(rule, now, POLICY)
+    own = evaluate_access(loaded.payload, rule, now, POLICY)
+    assert _fields(decision) == _fields(own)
+    if now < first.stable_until:
+        assert decision is loaded  # the stored decision itself, not evaluated again
+
+
+@pytest.mark.parametrize(("payload", "packed"), VALUES)
+def test_a_stored_decision_is_used_only_inside_its_interval(
+    payload: AccessPayload, packed: bool
+) -> None:
+    # An evaluation makes a new Decision and remembers its instant (decided_at): the stored
+    # decision is the loaded value itself, at the writer's instant.
+    first = evaluate_access(payload, RULE, T0, POLICY)
+    loaded = CachedAccessCodec(POLICY).load(_stored(CachedAccess(payload, first, T0)))
+    assert isinstance(loaded._payload, bytes)  # JSON's values always pack
+    inside = [] if first.stable_until <= T0 else [T0, first.stable_until - _SECOND / 10**6]
+    for now in inside:
+        assert loaded.decide(RULE, now, POLICY) is loaded
+        assert loaded.decided_at == T0
+    before = T0 - timedelta(microseconds=1)  # a reader whose clock is behind the writer's
+    decision = loaded.decide(RULE, before, POLICY)
+    assert decision is not loaded
+    assert loaded.decided_at == before
+    assert _fields(decision) == _fields(evaluate_access(loaded.payload, RULE, before, POLICY))
+
+
+def test_a_reader_under_another_policy_or_without_one_decides_on_its_own() -> None:
+    payload = EVERY_FIELD
+    data = _stored(_cached(payload))
+    other = CachedAccessCodec(OTHER_POLICY).load(data)
+    assert other.decided_at == EPOCH
+    assert other.reason == "undecided"
+    decision = other.decide(RULE, T0, OTHER_POLICY)
+    assert decision is not other
+    assert other.decided_at == T0
+    assert _fields(decision) == _fields(evaluate_access(other.payload, RULE, T0, OTHER_POLICY))
+    plain = CachedAccessCodec().load(data)
+    assert plain.decided_at == EPOCH
+    assert plain.reason == "undecided"
+    assert plain.payload == other.payload == CachedAccessCodec(POLICY).load(data).payload
+    # Without a policy nothing but the payload is written.
+    assert CachedAccessCodec().dump(_cached(payload)) == data[:5]
+
+
+def test_a_value_read_without_a_decision_is_written_without_one() -> None:
+    data = _stored(_cached(EVERY_FIELD), None)
+    assert len(data) == 5
+    undecided = CachedAccessCodec(POLICY).load(data)
+    assert undecided.reason == "undecided"
+    assert CachedAccessCodec(POLICY).dump(undecided) == data
+    undecided.decide(RULE, T0, POLICY)  # decided here now: that decision travels
+    assert CachedAccessCodec(POLICY).dump(undecided)[5][6] == (T0 - EPOCH) // timedelta(
+        microseconds=1
+    )
+
+
+def _spoiled(position: int, value: object) -> Any:
+    data = _stored(_cached(EVERY_FIELD))
+    data[5][position] = value
+    return data
+
+
+_GOOD = _stored(_cached(EVERY_FIELD))[5]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(_spoiled(0, "0" * 16), id="another-fingerprint"),
+        pytest.param(_spoiled(1, not _GOOD[1]), id="granted-against-its-reason"),
+        pytest.param(_spoiled(1, 1), id="number-for-granted"),
+        pytest.param(_spoiled(2, "undecided"), id="unknown-reason"),
+        pytest.param(_spoiled(2, "granted\r\nX-Paywall: 1"), id="reason-with-a-header"),
+        pytest.param(_spoiled(3, _GOOD[4] - 1), id="valid-before-stable"),
+        pytest.param(_spoiled(4, _GOOD[6] - 1), id="stable-before-decided"),
+        pytest.param(_spoiled(3, 2**62), id="valid-beyond-datetime"),
+        pytest.param(_spoiled(6, -(2**62)), id="decided-before-datetime"),
+        pytest.param(_spoiled(4, float(_GOOD[4])), id="float-instant"),
+        pytest.param(_spoiled(5, None), id="no-cacheable"),
+        pytest.param([*_stored(_cached(EVERY_FIELD))[:5], _GOOD[:6]], id="six-fields"),
+        pytest.param([*_stored(_cached(EVERY_FIELD))[:5], "granted"], id="a-string"),
+        pytest.param([*_stored(_cached(EVERY_FIELD))[:5], None], id="null"),
+    ],
+)
+def test_a_stored_decision_not_exactly_as_written_is_ignored(data: Any) -> None:
+    loaded = CachedAccessCodec(POLICY).load(data)
+    assert loaded.reason == "undecided"
+    assert loaded.decided_at == EPOCH
+    assert loaded.payload == CachedAccessCodec(POLICY).load(data[:5]).payload
+
+
+def test_a_whole_entry_carries_its_decision_through_bytes() -> None:
+    codec = EntryCodec(CachedAccessCodec(POLICY))
+    value = _cached(EVERY_FIELD)
+    fresh = value.valid_until
+    raw = codec.encode(CacheEntry(value, fresh, fresh + timedelta(seconds=300)))
+    entry, _ = codec.decode_owned(raw, "l2")
+    assert _fields(entry.value) == _fields(value)
+    assert entry.value.decided_at == T0
+    assert entry.value.decide(RULE, T0, POLICY) is entry.value
