@@ -132,11 +132,39 @@ class ChainLookup(NamedTuple):
 
 def encode_lookup(lookup: ChainLookup) -> bytes:
     """The script's argument for ``lookup``: each field as ``<length in bytes>:<field>``."""
-    packed = bytearray()
-    for field in lookup:
-        data = field.encode()
-        packed += b"%d:%b" % (len(data), data)
-    return bytes(packed)
+    prefix, records, scope, key, then_prefix, then_records, suffix = lookup
+    scope_ = _field(scope)
+    return b"".join(
+        (
+            _fixed(prefix),
+            _fixed(records),
+            scope_,
+            scope_ if key == scope else _field(key),  # (a session's key is its own scope)
+            _fixed(then_prefix),
+            _fixed(then_records),
+            _fixed(suffix),
+        )
+    )
+
+
+def _field(value: str) -> bytes:
+    data = value.encode()
+    return b"%d:%b" % (len(data), data)
+
+
+# The fields every lookup of a cache shares (its key prefixes, the rule's suffix), encoded once:
+# a handful per process (a new epoch adds its prefixes), bounded all the same.
+_FIXED: dict[str, bytes] = {}
+_MAX_FIXED = 256
+
+
+def _fixed(value: str) -> bytes:
+    encoded = _FIXED.get(value)
+    if encoded is None:
+        encoded = _field(value)
+        if len(_FIXED) < _MAX_FIXED:
+            _FIXED[value] = encoded
+    return encoded
 
 
 class ChainAnswer(NamedTuple):

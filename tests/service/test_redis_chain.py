@@ -14,6 +14,8 @@ from typing import Any, cast
 
 import pytest
 import redis.asyncio as redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.access import (
     Verdict,
@@ -802,6 +804,22 @@ def test_a_lookup_is_one_argument_of_length_prefixed_fields() -> None:
     assert encode_lookup(lookup) == b"2:p:2:r:1:s3:k@12:q:2:g:0:"
     # Lengths count bytes, not characters (the script's string.sub counts bytes).
     assert encode_lookup(lookup._replace(scope="ü")) == b"2:p:2:r:2:\xc3\xbc3:k@12:q:2:g:0:"
+    # A session's lookup: its key is its scope.
+    assert encode_lookup(lookup._replace(scope="k@1")) == b"2:p:2:r:3:k@13:k@12:q:2:g:0:"
+
+
+@given(st.lists(st.text(max_size=6), min_size=7, max_size=7), st.booleans())
+def test_a_lookup_is_encoded_field_by_field_whatever_it_shares(
+    fields: list[str], same: bool
+) -> None:
+    """The fields a cache's lookups share are encoded once and remembered; the encoding is the
+    same as field by field."""
+    if same:
+        fields[3] = fields[2]
+    lookup = ChainLookup(*fields)
+    expected = b"".join(b"%d:%b" % (len(f.encode()), f.encode()) for f in fields)
+    assert encode_lookup(lookup) == expected
+    assert encode_lookup(lookup) == expected  # (from the memo)
 
 
 async def test_the_script_reads_fields_that_hold_colons_digits_and_any_bytes(
