@@ -35,6 +35,7 @@ from gateway.store.codec import (
     from_seconds_of_day,
     instant,
     seconds_of_day,
+    utc_instant,
 )
 
 __all__ = ["CachedAccessCodec", "CustomerIdCodec", "PayloadCodec", "decision_fingerprint"]
@@ -285,11 +286,12 @@ class CachedAccessCodec:
             or not FIRST_INSTANT <= decided_at <= stable_until <= valid_until <= LAST_INSTANT
         ):
             return _UNDECIDED, EPOCH
-        valid = EPOCH + valid_until * MICROSECOND
+        decided = EPOCH + decided_at * MICROSECOND
         # Usually one instant: a decision that holds until its payload must be fetched again.
+        # Made last, it is remembered for the entry's fresh_until (utc_instant), the same one.
+        valid = utc_instant(valid_until)
         stable = valid if stable_until == valid_until else EPOCH + stable_until * MICROSECOND
-        decision = Decision(granted, known, valid, stable, cacheable)
-        return decision, EPOCH + decided_at * MICROSECOND
+        return Decision(granted, known, valid, stable, cacheable), decided
 
 
 class CustomerIdCodec:

@@ -53,6 +53,37 @@ def from_instant(value: int | None) -> datetime | None:
     return None if value is None else EPOCH + value * MICROSECOND
 
 
+def utc_instant(value: int) -> datetime:
+    """``EPOCH + value`` microseconds, exactly; the last one made is remembered, because an
+    access entry's ``fresh_until`` is as a rule the very instant its value's decision holds
+    until, which the value's codec has just made (the entry is read after its value)."""
+    recent = _RECENT[0]
+    if recent[0] == value:
+        return recent[1]
+    made = EPOCH + value * MICROSECOND
+    _RECENT[0] = (value, made)  # (replaced whole: any thread reads a matching pair)
+    return made
+
+
+_RECENT: list[tuple[int, datetime]] = [(0, EPOCH)]
+
+
+def lifetime(value: int) -> timedelta:
+    """``value`` microseconds as a timedelta: the few distances between an entry's
+    ``fresh_until`` and ``stale_until`` (each cache's ``stale_if_error``, as a rule) are made
+    once and remembered (a bounded memo)."""
+    found = _LIFETIMES.get(value)
+    if found is None:
+        found = value * MICROSECOND
+        if len(_LIFETIMES) < _MAX_LIFETIMES:
+            _LIFETIMES[value] = found
+    return found
+
+
+_LIFETIMES: dict[int, timedelta] = {}
+_MAX_LIFETIMES = 64
+
+
 def seconds_of_day(value: time | None) -> int | None:
     return None if value is None else value.hour * 3600 + value.minute * 60 + value.second
 
@@ -109,9 +140,9 @@ class EntryCodec(Generic[T]):
             # Both instants in UTC: the entry's shape is their distance (utc_entry), and
             # stale_until is not made only to compute it.
             entry: CacheEntry[T] = utc_entry(
-                self._values.load(value),
-                EPOCH + fresh * MICROSECOND,
-                (stale - fresh) * MICROSECOND,
+                self._values.load(value),  # (first: see utc_instant)
+                utc_instant(fresh),
+                lifetime(stale - fresh),
                 tier,
                 owner,
             )

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 import redis.asyncio as redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.access.cached import CachedAccess
 from gateway.access.codecs import CachedAccessCodec, CustomerIdCodec, PayloadCodec
@@ -13,9 +15,10 @@ from gateway.config import AccessSettings
 from gateway.core.decision import evaluate_access
 from gateway.core.payload import AccessItem, AccessPayload
 from gateway.core.policy import AccessRule
+from gateway.store import codec as codec_module
 from gateway.store import entries
 from gateway.store.cache import CacheEntry
-from gateway.store.codec import CodecError, EntryCodec
+from gateway.store.codec import EPOCH, MICROSECOND, CodecError, EntryCodec, lifetime, utc_instant
 from gateway.store.redis_cache import RedisCache
 from tests.service.conftest import T0, ManualClock
 
@@ -192,3 +195,28 @@ async def test_invalidation_is_one_counter_and_touches_no_entry(
     assert keys_before <= keys_after
     assert await cache.get("c1:r0", customer_id="c1") is None
     assert await cache.generation("c1") == (0, 1)
+
+
+_MICROSECONDS = st.integers(
+    min_value=(datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND,
+    max_value=(datetime.max.replace(tzinfo=UTC) - EPOCH) // MICROSECOND,
+)
+
+
+@given(st.lists(_MICROSECONDS, max_size=6), st.lists(st.integers(-(10**12), 10**12), max_size=6))
+def test_instants_and_lifetimes_are_made_exactly_whatever_was_made_before(
+    instants: list[int], lifetimes: list[int]
+) -> None:
+    # Each twice: the second from the memo.
+    for value in [*instants, *instants[::-1], *instants]:
+        made = utc_instant(value)
+        assert made == EPOCH + value * MICROSECOND
+        assert made.tzinfo is UTC
+    for value in [*lifetimes, *lifetimes]:
+        assert lifetime(value) == value * MICROSECOND
+
+
+def test_the_lifetimes_remembered_are_bounded() -> None:
+    for value in range(1_000):
+        assert lifetime(value) == timedelta(microseconds=value)
+    assert len(codec_module._LIFETIMES) <= codec_module._MAX_LIFETIMES
