@@ -3,8 +3,8 @@
 An entry is stored with its absolute ``fresh_until`` / ``stale_until`` and its value, which a
 :class:`ValueCodec` of the cache's owner turns into JSON-able data (the access service's:
 :mod:`gateway.access.codecs`; for access answers the platform's payload itself, so every tier
-re-evaluates windows, pauses and lifetimes locally at *its* ``now`` instead of trusting a
-decision made elsewhere). Instants are integer microseconds since the epoch (exact, unlike
+can evaluate windows, pauses and lifetimes locally at *its* ``now``, and the decision its writer
+made, which a reader uses only where it equals its own). Instants are integer microseconds since the epoch (exact, unlike
 float seconds: :func:`instant`); daily window times are seconds of the day. orjson keeps it
 small and fast.
 
