@@ -4,9 +4,9 @@ An entry is stored with its absolute ``fresh_until`` / ``stale_until`` and its v
 :class:`ValueCodec` of the cache's owner turns into JSON-able data (the access service's:
 :mod:`gateway.access.codecs`; for access answers the platform's payload itself, so every tier
 can evaluate windows, pauses and lifetimes locally at *its* ``now``, and the decision its writer
-made, which a reader uses only where it equals its own). Instants are integer microseconds since the epoch (exact, unlike
-float seconds: :func:`instant`); daily window times are seconds of the day. orjson keeps it
-small and fast.
+made, which a reader uses only where it equals its own). Instants are integer microseconds
+since the epoch (exact, unlike float seconds: :func:`instant`); daily window times are seconds
+of the day. orjson keeps it small and fast.
 
 A value that cannot be decoded (another version wrote it, or it is corrupt) is a
 :class:`CodecError`; the tier treats it as a miss.
