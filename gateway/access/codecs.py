@@ -204,39 +204,7 @@ class CachedAccessCodec:
 
     def dump(self, value: CachedAccess) -> Any:
         raw = value.raw_payload()
-        if raw is None:
-            data: list[Any] = self._payloads.dump(value.payload)
-        else:
-            customer_id, blocked, granted, fetched_at, items = raw
-            data = [
-                customer_id,
-                blocked,
-                granted,
-                fetched_at,
-                [
-                    [
-                        access_right_id,
-                        item_granted,
-                        item_blocked,
-                        start,
-                        end,
-                        None if opens is None else opens // _SECOND,  # seconds_of_day's
-                        None if closes is None else closes // _SECOND,
-                        paused,
-                        resumed,
-                        cache,
-                    ]
-                    for access_right_id, item_granted, item_blocked, (
-                        start,
-                        end,
-                        opens,
-                        closes,
-                        paused,
-                        resumed,
-                        cache,
-                    ) in items
-                ],
-            ]
+        data: list[Any] = self._payloads.dump(value.payload) if raw is None else _payload_data(raw)
         if self._fingerprint is not None:
             decision = value.decision
             if decision.reason in _REASONS:  # (not a value read without one, still undecided)
@@ -292,6 +260,40 @@ class CachedAccessCodec:
         valid = utc_instant(valid_until)
         stable = valid if stable_until == valid_until else EPOCH + stable_until * MICROSECOND
         return Decision(granted, known, valid, stable, cacheable), decided
+
+
+def _payload_data(raw: RawPayload) -> list[Any]:
+    """:meth:`PayloadCodec.dump`'s data, number for number, from the payload's plain values."""
+    customer_id, blocked, granted, fetched_at, items = raw
+    return [
+        customer_id,
+        blocked,
+        granted,
+        fetched_at,
+        [
+            [
+                access_right_id,
+                item_granted,
+                item_blocked,
+                start,
+                end,
+                None if opens is None else opens // _SECOND,  # seconds_of_day's
+                None if closes is None else closes // _SECOND,
+                paused,
+                resumed,
+                cache,
+            ]
+            for access_right_id, item_granted, item_blocked, (
+                start,
+                end,
+                opens,
+                closes,
+                paused,
+                resumed,
+                cache,
+            ) in items
+        ],
+    ]
 
 
 class CustomerIdCodec:
