@@ -58,36 +58,28 @@ from redis.exceptions import NoScriptError
 log = logging.getLogger(__name__)
 
 
-# ARGV: one string per lookup, ChainLookup's seven fields in order, each as
-# "<length in bytes>:<field>" (encode_lookup): one argument per lookup costs redis-py's command
-# packing about an eighth of seven (measured: 17 against 135 us for 14 lookups), and the
-# lengths make any bytes in a field harmless. Every answer is five values, false (nil for the
-# caller) where nothing was read or found.
+# ARGV: seven per lookup, ChainLookup's fields in order, each its own bulk string (encode_lookup
+# writes them as RESP; no command packing of redis-py's is involved, so many arguments cost the
+# process nothing more than one, and the script reads them without parsing: measured inside
+# Redis, six lookups per call, 9-10 us per lookup with one length-prefixed argument each, 7-8 us
+# this way). Every answer is five values, false (nil for the caller) where nothing was read or
+# found. (Local references to redis.pcall and cjson.decode: looked up once per call, not per
+# read.)
 SCRIPT = """
+local pcall_, call, decode = pcall, redis.pcall, cjson.decode
 local function get(key)
-  local value = redis.pcall('GET', key)
+  local value = call('GET', key)
   if type(value) == 'string' then return value end
   return false
 end
-local function fields(packed)
-  local out, at = {}, 1
-  while at <= #packed do
-    local colon = string.find(packed, ':', at, true)
-    local length = tonumber(string.sub(packed, at, colon - 1))
-    out[#out + 1] = string.sub(packed, colon + 1, colon + length)
-    at = colon + length + 1
-  end
-  return out
-end
-local answers = {}
-for i = 1, #ARGV do
-  local f = fields(ARGV[i])
-  local prefix, records, scope, key = f[1], f[2], f[3], f[4]
-  local then_prefix, then_records, suffix = f[5], f[6], f[7]
+local answers, n = {}, 0
+for i = 1, #ARGV - 6, 7 do
+  local prefix, records, scope, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local then_prefix, then_records, suffix = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local entry = get(prefix .. key .. '@' .. (get(records .. scope) or '0'))
   local answer = {entry, false, false, false, false}
   if entry then
-    local decoded, data = pcall(cjson.decode, entry)
+    local decoded, data = pcall_(decode, entry)
     if decoded and type(data) == 'table' and type(data[4]) == 'string' then
       local owned = true
       local owner = data[5]
@@ -107,7 +99,8 @@ for i = 1, #ARGV do
       end
     end
   end
-  answers[#answers + 1] = answer
+  n = n + 1
+  answers[n] = answer
 end
 return answers
 """
@@ -130,8 +123,12 @@ class ChainLookup(NamedTuple):
     suffix: str
 
 
+FIELDS = len(ChainLookup._fields)
+"""The script's arguments per lookup."""
+
+
 def encode_lookup(lookup: ChainLookup) -> bytes:
-    """The script's argument for ``lookup``: each field as ``<length in bytes>:<field>``."""
+    """The script's arguments for ``lookup``, as RESP: its seven fields, each a bulk string."""
     prefix, records, scope, key, then_prefix, then_records, suffix = lookup
     scope_ = _field(scope)
     return b"".join(
@@ -149,7 +146,7 @@ def encode_lookup(lookup: ChainLookup) -> bytes:
 
 def _field(value: str) -> bytes:
     data = value.encode()
-    return b"%d:%b" % (len(data), data)
+    return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
 # The fields every lookup of a cache shares (its key prefixes, the rule's suffix), encoded once:
@@ -262,8 +259,8 @@ class ChainReader:
             for reply in replies
         ]
 
-    async def _evalsha(self, args: list[bytes]) -> Any:
-        """The script's reply to ``args``, asked on a connection of the reader's own.
+    async def _evalsha(self, lookups: list[bytes]) -> Any:
+        """The script's reply to ``lookups`` (encoded), asked on a connection of the reader's own.
 
         Not through the client's command (``client.evalsha``): per batch that costs redis-py
         about twice the CPU of the connection's own send and read (measured with uvloop, ten
@@ -280,16 +277,16 @@ class ChainReader:
         connection: AbstractConnection = kept.pop() if reused else await pool.get_connection()
         try:
             try:
-                return await self._ask(connection, args)
+                return await self._ask(connection, lookups)
             except redis.ConnectionError:
                 if not reused:
                     raise
-                return await self._ask(connection, args)  # it connects again
+                return await self._ask(connection, lookups)  # it connects again
         finally:
             self._keep(connection)  # (closed by redis-py unless Redis answered an error)
 
-    async def _ask(self, connection: AbstractConnection, args: list[bytes]) -> Any:
-        command = evalsha_command(self._sha, args)
+    async def _ask(self, connection: AbstractConnection, lookups: list[bytes]) -> Any:
+        command = evalsha_command(self._sha, lookups)
         await connection.send_packed_command(command)
         try:
             return await connection.read_response()
@@ -317,11 +314,15 @@ KEPT = 4
 flight; more overlap only while Redis is slow)."""
 
 
-def evalsha_command(sha: bytes, args: list[bytes]) -> bytes:
-    """``EVALSHA <sha> 0 <args...>`` as Redis reads it (RESP): one bytes object to send."""
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%b\r\n$1\r\n0\r\n" % (len(args) + 3, len(sha), sha)]
-    parts += [b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args]
-    return b"".join(parts)
+def evalsha_command(sha: bytes, lookups: list[bytes]) -> bytes:
+    """``EVALSHA <sha> 0 <arguments...>`` as Redis reads it (RESP), the arguments those of
+    ``lookups`` (:func:`encode_lookup`): one bytes object to send."""
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%b\r\n$1\r\n0\r\n" % (
+        FIELDS * len(lookups) + 3,
+        len(sha),
+        sha,
+    )
+    return head + b"".join(lookups)
 
 
 def _deliver(answers: list[tuple[Done, ChainAnswer | Exception]]) -> None:

@@ -32,6 +32,7 @@ from gateway.store.redis_chain import (
     ChainReader,
     chain_reader,
     encode_lookup,
+    evalsha_command,
 )
 from gateway.store.redis_connect import connect_redis
 from gateway.store.redis_guard import RedisGuard
@@ -799,13 +800,24 @@ async def test_a_flushed_script_costs_a_request_nothing_and_counts_no_redis_fail
     assert (second.guard.state, second.guard.is_open, second.guard.skipped) == ("ok", False, 0)
 
 
-def test_a_lookup_is_one_argument_of_length_prefixed_fields() -> None:
+def test_a_lookup_is_seven_arguments_as_resp_bulk_strings() -> None:
     lookup = ChainLookup("p:", "r:", "s", "k@1", "q:", "g:", "")
-    assert encode_lookup(lookup) == b"2:p:2:r:1:s3:k@12:q:2:g:0:"
-    # Lengths count bytes, not characters (the script's string.sub counts bytes).
-    assert encode_lookup(lookup._replace(scope="ü")) == b"2:p:2:r:2:\xc3\xbc3:k@12:q:2:g:0:"
+    assert encode_lookup(lookup) == (
+        b"$2\r\np:\r\n$2\r\nr:\r\n$1\r\ns\r\n$3\r\nk@1\r\n$2\r\nq:\r\n$2\r\ng:\r\n$0\r\n\r\n"
+    )
+    # Lengths count bytes, not characters (RESP's bulk strings are bytes).
+    assert encode_lookup(lookup._replace(scope="ü")).split(b"\r\n")[4:6] == [b"$2", "ü".encode()]
     # A session's lookup: its key is its scope.
-    assert encode_lookup(lookup._replace(scope="k@1")) == b"2:p:2:r:3:k@13:k@12:q:2:g:0:"
+    assert encode_lookup(lookup._replace(scope="k@1")).split(b"\r\n")[4:8] == [
+        b"$3",
+        b"k@1",
+        b"$3",
+        b"k@1",
+    ]
+    # The whole command, as Redis reads it: three words and seven arguments per lookup.
+    command = evalsha_command(b"abc", [encode_lookup(lookup), encode_lookup(lookup)])
+    assert command.startswith(b"*17\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n0\r\n")
+    assert command.endswith(encode_lookup(lookup) * 2)
 
 
 @given(st.lists(st.text(max_size=6), min_size=7, max_size=7), st.booleans())
@@ -817,7 +829,7 @@ def test_a_lookup_is_encoded_field_by_field_whatever_it_shares(
     if same:
         fields[3] = fields[2]
     lookup = ChainLookup(*fields)
-    expected = b"".join(b"%d:%b" % (len(f.encode()), f.encode()) for f in fields)
+    expected = b"".join(b"$%d\r\n%b\r\n" % (len(f.encode()), f.encode()) for f in fields)
     assert encode_lookup(lookup) == expected
     assert encode_lookup(lookup) == expected  # (from the memo)
 
@@ -825,12 +837,14 @@ def test_a_lookup_is_encoded_field_by_field_whatever_it_shares(
 async def test_the_script_reads_fields_that_hold_colons_digits_and_any_bytes(
     redis_client: redis.Redis,
 ) -> None:
-    """Fields made of what separates them (":", digits, "@") and non-ASCII are read back exactly:
-    the script finds both entries under the keys the fields spell."""
+    """Fields made of what separates them (":", digits, "@", RESP's CR LF and "$") and
+    non-ASCII are read back exactly: the script finds both entries under the keys the fields
+    spell."""
     customer = "cust:12:ü"
-    lookup = ChainLookup("pre:1:ä:", "rec:2:", "scope:3", "key:4@5", "then:6:", "trec:7:", ":8:é")
+    scope = "scope:3\r\n$1\r\nx"
+    lookup = ChainLookup("pre:1:ä:", "rec:2:", scope, "key:4@5", "then:6:", "trec:7:", ":8:é")
     entry = f'[1, 2, 3, "{customer}"]'
-    await redis_client.set("rec:2:scope:3", "9")
+    await redis_client.set(f"rec:2:{scope}", "9")
     await redis_client.set("pre:1:ä:key:4@5@9", entry)
     await redis_client.set(f"then:6:{customer}:8:é@0", "follow-up")
     other = lookup._replace(key="missing")
