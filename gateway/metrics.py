@@ -5,7 +5,7 @@ factory (or a test); nothing is registered at import time. Label values are fixe
 outcomes, endpoints, statuses): never a token, path or customer id.
 
 The metrics every request updates (``paywall_requests_total``, ``paywall_decision_seconds``,
-``paywall_cache_lookups_total``) are plain numbers behind one lock, turned into samples when
+``paywall_cache_lookups_total``) are plain numbers, each thread's own, turned into samples when
 ``/metrics`` is scraped (:class:`HotPath`): a prometheus_client child's ``inc`` takes its own
 lock and a histogram's ``observe`` walks its buckets, which together cost a cached decision
 more than the lookups themselves.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
+from threading import get_ident
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -41,45 +42,93 @@ DECISION_BUCKETS = (
 PLATFORM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+class _Counts:
+    """One thread's share of :class:`HotPath`'s numbers; only that thread changes them.
+
+    Counted by label, one level per label (``requests[mode][outcome]``,
+    ``lookups[cache][tier][result]``): a label value is a str whose hash Python keeps, where a
+    tuple of them is made and hashed again for every update."""
+
+    def __init__(self, buckets: int) -> None:
+        self.requests: dict[str, dict[str, int]] = {}
+        self.lookups: dict[str, dict[str, dict[str, int]]] = {}
+        self.buckets = [0] * buckets
+        self.seconds = 0.0
+
+
 class HotPath(Collector):
     """The per-request counters and the decision-time histogram, as plain numbers.
 
-    Safe from any thread (the WSGI middleware counts on its worker threads): every update and
-    the scrape's copy hold one lock, for a few dictionary operations.
+    Safe from any thread (the WSGI middleware counts on its worker threads) without a lock per
+    update: each thread counts in its own :class:`_Counts` (found by its thread id; a thread
+    that ends leaves its numbers to the next one given that id, never to two threads at once),
+    and the scrape adds them up. A scrape copies each thread's dictionaries whole (one C call
+    under the GIL), so it sees every update made before it, give or take the one in flight.
+    Measured compiled, a lock taken and released per update cost about a thousand instructions
+    of the two lookups and the request a cached decision counts.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str], int] = {}
-        self._lookups: dict[tuple[str, str, str], int] = {}
+        self._lock = threading.Lock()  # a thread's first update, and the scrape
+        self._threads: dict[int, _Counts] = {}
+        self._last: tuple[int, _Counts | None] = (-1, None)  # the last thread that counted
         # The bounds as a list of float objects: compiled, the module's tuple is kept unboxed,
         # and handing it to bisect_left boxed every bound again on every request.
         self._bounds: list[float] = list(DECISION_BUCKETS)
-        self._buckets = [0] * (len(DECISION_BUCKETS) + 1)  # the last one: above every bound
-        self._seconds = 0.0
+
+    def _counts(self) -> _Counts:
+        ident = get_ident()
+        last = self._last  # (replaced whole: any thread reads a matching pair)
+        counts = last[1]
+        if last[0] == ident and counts is not None:
+            return counts
+        counts = self._threads.get(ident)
+        if counts is None:
+            with self._lock:
+                counts = self._threads.setdefault(ident, _Counts(len(self._bounds) + 1))
+        self._last = (ident, counts)
+        return counts
 
     def request(self, mode: str, outcome: str, seconds: float) -> None:
-        key = (mode, outcome)
-        # "le" is inclusive: the first bound >= seconds.
-        bucket = bisect_left(self._bounds, seconds)
-        with self._lock:
-            requests = self._requests
-            requests[key] = requests.get(key, 0) + 1
-            self._buckets[bucket] += 1
-            self._seconds += seconds
+        counts = self._counts()
+        outcomes = counts.requests.get(mode)
+        if outcomes is None:
+            outcomes = counts.requests[mode] = {}
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        # "le" is inclusive: the first bound >= seconds (the last bucket: above every bound).
+        counts.buckets[bisect_left(self._bounds, seconds)] += 1
+        counts.seconds += seconds
 
     def lookup(self, cache: str, tier: str, result: str) -> None:
-        key = (cache, tier, result)
-        with self._lock:
-            lookups = self._lookups
-            lookups[key] = lookups.get(key, 0) + 1
+        lookups = self._counts().lookups
+        tiers = lookups.get(cache)
+        if tiers is None:
+            tiers = lookups[cache] = {}
+        results = tiers.get(tier)
+        if results is None:
+            results = tiers[tier] = {}
+        results[result] = results.get(result, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
+        requests: dict[tuple[str, str], int] = {}
+        lookups: dict[tuple[str, str, str], int] = {}
+        buckets = [0] * (len(self._bounds) + 1)
+        seconds = 0.0
         with self._lock:
-            requests = dict(self._requests)
-            lookups = dict(self._lookups)
-            buckets = list(self._buckets)
-            seconds = self._seconds
+            threads = list(self._threads.values())
+        for counts in threads:
+            for mode, outcomes in list(counts.requests.items()):
+                for outcome, count in dict(outcomes).items():
+                    key = (mode, outcome)
+                    requests[key] = requests.get(key, 0) + count
+            for cache, tiers in list(counts.lookups.items()):
+                for tier, results in list(tiers.items()):
+                    for result, count in dict(results).items():
+                        names = (cache, tier, result)
+                        lookups[names] = lookups.get(names, 0) + count
+            for index, count in enumerate(list(counts.buckets)):
+                buckets[index] += count
+            seconds += counts.seconds
         family = CounterMetricFamily(
             "paywall_requests",
             "Requests decided, by front-end mode and outcome.",

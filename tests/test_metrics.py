@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 
+import pytest
+
 from gateway.metrics import Metrics
 
 
@@ -97,4 +99,39 @@ def test_per_request_counters_lose_nothing_across_threads() -> None:
     assert metrics.value("paywall_decision_seconds_count") == total
     assert metrics.value("paywall_decision_seconds_bucket", {"le": "0.0005"}) == total
     lookups = {"cache": "session", "tier": "l1", "result": "hit"}
+    assert metrics.value("paywall_cache_lookups_total", lookups) == total
+
+
+def test_scrapes_while_threads_count_see_monotonic_totals_and_the_exact_end() -> None:
+    """Each thread counts in its own numbers; a scrape meanwhile adds them up without an error
+    and never sees a total go back; threads that end (their ids reused by later ones) keep
+    what they counted."""
+    metrics = Metrics()
+    per_thread, rounds, threads = 5_000, 3, 4
+
+    def count() -> None:
+        for _ in range(per_thread):
+            metrics.request("wsgi", "granted", 0.0003)
+            metrics.cache_lookup("access", "hit", "l2")
+
+    seen: list[float] = []
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(rounds):  # one after the other: later threads may get earlier ids
+            workers = [threading.Thread(target=count) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            while any(worker.is_alive() for worker in workers):
+                seen.append(metrics.value("paywall_decision_seconds_count"))
+            for worker in workers:
+                worker.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert seen == sorted(seen)
+    total = per_thread * threads * rounds
+    assert metrics.value("paywall_requests_total", {"mode": "wsgi", "outcome": "granted"}) == total
+    assert metrics.value("paywall_decision_seconds_bucket", {"le": "0.0005"}) == total
+    assert metrics.value("paywall_decision_seconds_sum") == pytest.approx(0.0003 * total)
+    lookups = {"cache": "access", "tier": "l2", "result": "hit"}
     assert metrics.value("paywall_cache_lookups_total", lookups) == total
