@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from urllib.parse import unquote_plus
 
-from multidict import MultiMapping
+from multidict import MultiMapping, istr
 
 from gateway.core.tokens import MAX_TOKEN_LENGTH, cookie_value, visible_token
 from gateway.errors import BadRequest
-from gateway.http.names import cookie_name, header_name, param_name
+from gateway.http.names import AUTHORIZATION, COOKIE, cookie_name, header_name, param_name
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 SESSION_HEADER = "X-plenigo-customer-session"
+_SESSION_HEADER = istr(SESSION_HEADER)  # (the lookup key: gateway.http.names)
 
 Headers = MultiMapping[str]
 
@@ -88,10 +89,10 @@ def session_token(headers: Headers, session_cookie_name: str) -> str | None:
         if "_" in name and header_name(name) in _CREDENTIAL_HEADERS:
             raise BadRequest("a credential header spelled with '_'")
     cookie = session_cookie(headers, session_cookie_name)
-    header_values = headers.getall(SESSION_HEADER, ())
+    header_values = headers.getall(_SESSION_HEADER, ())
     if len(header_values) > 1:
         raise BadRequest(f"{SESSION_HEADER} given more than once")
-    authorizations = headers.getall("Authorization", ())
+    authorizations = headers.getall(AUTHORIZATION, ())
     if len(authorizations) > 1:
         raise BadRequest("Authorization given more than once")
     if cookie is not None:
@@ -131,7 +132,7 @@ def session_cookie(headers: Headers, name: str) -> str | None:
     wanted = name.casefold()
     found: str | None = None
     seen = False
-    for header in headers.getall("Cookie", ()):
+    for header in headers.getall(COOKIE, ()):
         if wanted not in header.lower() and "%" not in header and header.isascii():
             continue  # the fast path: no spelling of the name can be in this line
         for pair in header.split(";"):

@@ -13,7 +13,24 @@ from __future__ import annotations
 
 from urllib.parse import unquote, unquote_plus
 
+from multidict import istr
+
 __all__ = ["cookie_name", "header_name", "param_name"]
+
+# The header names a request's decision looks up, as multidict's case-insensitive keys: a
+# CIMultiDict folds the case of a str key on every lookup, of an istr once (about 30 ns of the
+# 60-90 a lookup costs). Equal to the str of the same spelling, so any other mapping reads
+# them as it would that str.
+AUTHORIZATION = istr("Authorization")
+COOKIE = istr("Cookie")
+HOST = istr("Host")
+X_FORWARDED_FOR = istr("X-Forwarded-For")
+X_FORWARDED_HOST = istr("X-Forwarded-Host")
+X_FORWARDED_METHOD = istr("X-Forwarded-Method")
+X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
+X_FORWARDED_URI = istr("X-Forwarded-Uri")
+X_ORIGINAL_METHOD = istr("X-Original-Method")
+X_ORIGINAL_URI = istr("X-Original-URI")
 
 
 def param_name(piece: str) -> str:

@@ -17,6 +17,7 @@ from gateway import access_log
 from gateway.http.callbacks import MODE as CALLBACK_MODE
 from gateway.http.callbacks import logged_path
 from gateway.http.forwarded import TrustedProxies
+from gateway.http.names import X_FORWARDED_FOR
 from gateway.http.request import RequestView
 from gateway.http.steps import Record
 from gateway.metrics import Metrics
@@ -77,7 +78,7 @@ class Observer:
         )
 
     def _client(self, request: RequestView) -> str:
-        key = (request.peer, request.headers.get("X-Forwarded-For"))
+        key = (request.peer, request.headers.get(X_FORWARDED_FOR))
         client = self._clients.get(key)
         if client is None:
             client = self._trusted.client_address(*key)

@@ -51,6 +51,15 @@ from gateway.http.credentials import (
 )
 from gateway.http.forward import forward_headers, last_element, strip_query_param
 from gateway.http.forwarded import TrustedProxies
+from gateway.http.names import (
+    HOST,
+    X_FORWARDED_HOST,
+    X_FORWARDED_METHOD,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_URI,
+    X_ORIGINAL_METHOD,
+    X_ORIGINAL_URI,
+)
 from gateway.http.replies import (
     NO_STORE,
     Pages,
@@ -194,10 +203,10 @@ class FrontEnd:
     def direct_visitor(self, request: RequestView, path: str, query: str) -> Visitor:
         """The visitor of a request made to the gateway itself (pages, /_paywall/*)."""
         headers = request.headers
-        scheme, host = request.scheme, headers.get("Host")
+        scheme, host = request.scheme, headers.get(HOST)
         if self._trusted.is_trusted(request.peer):
-            scheme = last_element(headers.getall("X-Forwarded-Proto", [])) or scheme
-            host = last_element(headers.getall("X-Forwarded-Host", [])) or host
+            scheme = last_element(headers.getall(X_FORWARDED_PROTO, [])) or scheme
+            host = last_element(headers.getall(X_FORWARDED_HOST, [])) or host
         scheme = scheme if scheme in ("http", "https") else "http"
         return Visitor(request.method, path, query, scheme, valid_host(host), headers)
 
@@ -210,18 +219,18 @@ class FrontEnd:
         # Where a front proxy names the visitor's request; each must come once (which one did
         # the proxy mean? its cache key and the gateway might differ), and each is read once
         # (a multidict lookup is the dear part here).
-        uri = _once(headers, "X-Original-URI")
-        forwarded_uri = _once(headers, "X-Forwarded-Uri")
-        original_method = _once(headers, "X-Original-Method")
-        forwarded_method = _once(headers, "X-Forwarded-Method")
+        uri = _once(headers, X_ORIGINAL_URI)
+        forwarded_uri = _once(headers, X_FORWARDED_URI)
+        original_method = _once(headers, X_ORIGINAL_METHOD)
+        forwarded_method = _once(headers, X_FORWARDED_METHOD)
         target = _first(uri) or _first(forwarded_uri)
         if not target:
             return "no_original_uri"
         method = _first(original_method) or _first(forwarded_method) or "GET"
         path, query = self._split(target)  # BadRequest for an ambiguous path
-        scheme = last_element(headers.getall("X-Forwarded-Proto", [])) or request.scheme
+        scheme = last_element(headers.getall(X_FORWARDED_PROTO, [])) or request.scheme
         scheme = scheme if scheme in ("http", "https") else "http"
-        host = last_element(headers.getall("X-Forwarded-Host", [])) or headers.get("Host")
+        host = last_element(headers.getall(X_FORWARDED_HOST, [])) or headers.get(HOST)
         return Visitor(valid_method(method), path, query, scheme, valid_host(host), headers)
 
     def has_transfer(self, visitor: Visitor) -> bool:
