@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from time import time as wall_clock
 from typing import Any, TypeVar
 
 from gateway.redaction import REDACTED, Redactor
 
-__all__ = ["FIELDS", "LOGGER", "Entry", "LineFormatter"]
+__all__ = ["FIELDS", "LOGGER", "Entry", "Intake", "LineFormatter"]
 
 LOGGER = "gateway.access"
 FIELDS = (
@@ -52,6 +54,75 @@ K = TypeVar("K")
 Entry = tuple[float, str, str, int, str, str, str, str | None, str, float]
 """What a request leaves behind: wall-clock time, method, path, status, verdict, reason, cache,
 customer id, client address, duration in seconds."""
+
+
+class Intake:
+    """The request path's half of an access log (:class:`gateway.access_log.AccessLog`, which
+    keeps the rest: formatting chunks, the writer thread, flushes, forks), here so that it runs
+    compiled: :meth:`log` is what every request pays.
+
+    ``lines``: entries logged and not formatted yet (and the flushes' events among them);
+    ``formatted``: lines formatted and not written yet; ``soon``: an event loop will format the
+    waiting lines; ``idle``: no writer waits on a timer, the next line wakes it. The access
+    log changes them under its own locks; :meth:`log` appends without one (a deque's append is
+    atomic) and calls ``format_soon`` every ``chunk`` lines, ``drop`` for a line beyond
+    ``max_lines``, ``wake`` when the writer is idle."""
+
+    def __init__(
+        self,
+        max_lines: int,
+        chunk: int,
+        format_soon: Callable[[], None],
+        drop: Callable[[], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.lines: deque[Any] = deque()
+        self.formatted = 0
+        self.soon = False
+        self.idle = True
+        self.max_lines = max_lines
+        self._chunk = chunk
+        self._format_soon = format_soon
+        self._drop = drop
+        self._wake = wake
+
+    def log(
+        self,
+        method: Any,
+        path: Any,
+        status: Any,
+        verdict: Any,
+        reason: Any,
+        cache: Any,
+        customer_id: Any,
+        client: Any,
+        duration: Any,
+    ) -> None:
+        """One request's line (:meth:`AccessLog.log <gateway.access_log.AccessLog.log>`); its
+        values taken as they come (``Any``: compiled, declared types would be checked or
+        converted, not written as logged)."""
+        lines = self.lines
+        if len(lines) + self.formatted < self.max_lines:
+            lines.append(
+                (
+                    wall_clock(),
+                    method,
+                    path,
+                    status,
+                    verdict,
+                    reason,
+                    cache,
+                    customer_id,
+                    client,
+                    duration,
+                )
+            )
+            if len(lines) >= self._chunk and not self.soon:
+                self._format_soon()
+        else:
+            self._drop()
+        if self.idle:
+            self._wake()
 
 
 class LineFormatter:

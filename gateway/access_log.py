@@ -56,10 +56,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from time import time as wall_clock
 from typing import IO, Any
 
-from gateway.access_lines import Entry, LineFormatter
+from gateway.access_lines import Intake, LineFormatter
 from gateway.redaction import Redactor
 
 __all__ = [
@@ -115,16 +114,15 @@ class AccessLog:
         self._write = _writer(stream)
         self._interval = interval
         self._idle_rounds = max(1, round(IDLE_AFTER / interval))
-        self._max_lines = max_lines
-        self._lines: deque[Entry | threading.Event] = deque()  # logged, not formatted yet
+        # The request path's half: the lines logged and not formatted yet (and flushes'
+        # events), the count formatted and not written, and the flags it reads.
+        self._in = Intake(max_lines, CHUNK, self._format_soon, self._drop, self._wake_writer)
+        self.log = self._in.log  # type: ignore[method-assign]  # (compiled, without a frame)
         self._chunks: deque[tuple[str, int] | threading.Event] = deque()  # formatted, unwritten
-        self._formatted = 0  # lines in _chunks (under _formatting)
         self._failed = 0  # entries no encoder took (under _formatting)
-        self._soon = False  # an event loop will format the waiting lines (_format_soon)
         self._nudge_at = max(1, max_lines // 4)  # formatted lines that wake the writer early
         self._nudged = False  # it was woken early this round
         self._dropped = 0
-        self._idle = True  # no writer is waiting on a timer: the next line wakes (or starts) it
         self._pid = os.getpid()
         self._lock = threading.Lock()  # starting and stopping the writer, the dropped count
         self._formatting = threading.Lock()  # the formatter, _chunks' order, _formatted
@@ -139,7 +137,7 @@ class AccessLog:
     @property
     def waiting(self) -> int:
         """Lines logged and not yet written (at most ``max_lines``, and any flush waiting)."""
-        return len(self._lines) + self._formatted
+        return len(self._in.lines) + self._in.formatted
 
     # --- the request path -------------------------------------------------------------------
 
@@ -156,29 +154,10 @@ class AccessLog:
         duration: float,
     ) -> None:
         """One request's line; ``duration`` in seconds. Never blocks on the stream; formats
-        only in a thread without an event loop, every :data:`CHUNK` lines."""
-        lines = self._lines
-        if len(lines) + self._formatted < self._max_lines:
-            lines.append(
-                (
-                    wall_clock(),
-                    method,
-                    path,
-                    status,
-                    verdict,
-                    reason,
-                    cache,
-                    customer_id,
-                    client,
-                    duration,
-                )
-            )
-            if len(lines) >= CHUNK and not self._soon:
-                self._format_soon()
-        else:
-            self._drop()
-        if self._idle:
-            self._wake_writer()
+        only in a thread without an event loop, every :data:`CHUNK` lines. (Each instance
+        answers this with its compiled :meth:`Intake.log
+        <gateway.access_lines.Intake.log>`, set in ``__init__``: this is its signature.)"""
+        self._in.log(method, path, status, verdict, reason, cache, customer_id, client, duration)
 
     def _format_soon(self) -> None:
         """Format a chunk of waiting lines: in a thread that runs an event loop once the loop
@@ -190,11 +169,11 @@ class AccessLog:
         except RuntimeError:
             self._format_waiting(False)
             return
-        self._soon = True  # one callback at a time (the writer's round clears it too)
+        self._in.soon = True  # one callback at a time (the writer's round clears it too)
         loop.call_soon(self._format_now)
 
     def _format_now(self) -> None:
-        self._soon = False
+        self._in.soon = False
         self._format_waiting(False)
 
     def _format_waiting(self, wait: bool) -> None:
@@ -204,7 +183,7 @@ class AccessLog:
         if not formatting.acquire(wait):
             return
         try:
-            lines = self._lines
+            lines = self._in.lines
             chunks = self._chunks
             popleft = lines.popleft
             line = self._format.line
@@ -222,13 +201,13 @@ class AccessLog:
                 else:
                     if out:
                         chunks.append(("".join(out), len(out)))
-                        self._formatted += len(out)
+                        self._in.formatted += len(out)
                         out = []
                     chunks.append(entry)
             if out:
                 chunks.append(("".join(out), len(out)))
-                self._formatted += len(out)
-            if self._formatted >= self._nudge_at and not self._nudged:
+                self._in.formatted += len(out)
+            if self._in.formatted >= self._nudge_at and not self._nudged:
                 self._nudged = True  # many lines wait: the writer need not wait for its timer
                 self._wake.set()
         finally:
@@ -255,7 +234,7 @@ class AccessLog:
         with self._lock:
             if self._thread is not None:
                 return
-            self._idle = False
+            self._in.idle = False
             self._stop = threading.Event()
             self._thread = threading.Thread(
                 target=self._run, args=(self._stop,), name="paywall-access-log", daemon=True
@@ -269,8 +248,8 @@ class AccessLog:
             with self._lock:
                 if self._thread is threading.current_thread():
                     self._thread = None
-                    self._idle = True
-            if self._lines or self._chunks:  # logged (or a flush asked) while it was stopping
+                    self._in.idle = True
+            if self._in.lines or self._chunks:  # logged (or a flush asked) while it was stopping
                 self._wake_writer()
 
     def _rounds(self, stop: threading.Event) -> None:
@@ -286,19 +265,19 @@ class AccessLog:
             if quiet >= self._idle_rounds:
                 quiet = 0
                 wake.clear()
-                self._idle = True
-                if not (self._lines or self._chunks or self._dropped or self._failed):
+                self._in.idle = True
+                if not (self._in.lines or self._chunks or self._dropped or self._failed):
                     wake.wait()  # a line now sees _idle and wakes us
-                self._idle = False
+                self._in.idle = False
             else:
                 wake.wait(self._interval)
             wake.clear()
 
     def _drain(self) -> bool:
         """Write what is waiting; False when there was nothing."""
-        self._soon = False  # a loop that closed before its callback ran does not stop the chunks
+        self._in.soon = False  # a loop that closed before its callback ran does not stop the chunks
         self._nudged = False
-        if self._lines:
+        if self._in.lines:
             self._format_waiting(True)  # the lines no chunk took
         chunks = self._chunks
         if not chunks and not self._dropped and not self._failed:
@@ -316,7 +295,7 @@ class AccessLog:
                 flushes.append(item)
         if taken or self._dropped or self._failed:
             with self._lock, self._formatting:
-                self._formatted -= taken  # in the writer's hands now, no longer waiting
+                self._in.formatted -= taken  # in the writer's hands now, no longer waiting
                 dropped = self._dropped + self._failed
                 self._dropped = self._failed = 0
                 if dropped:
@@ -336,11 +315,11 @@ class AccessLog:
         if self._pid != os.getpid():
             self._forked()
         if self._thread is None:
-            if not self._lines and not self._chunks and not self._dropped:
+            if not self._in.lines and not self._chunks and not self._dropped:
                 return True
             self._start()
         done = threading.Event()
-        self._lines.append(done)  # after every line logged so far; never dropped
+        self._in.lines.append(done)  # after every line logged so far; never dropped
         self._wake.set()
         return done.wait(timeout)
 
@@ -367,14 +346,14 @@ class AccessLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
-        self._lines.clear()
+        self._in.lines.clear()
         self._chunks.clear()
-        self._formatted = 0
+        self._in.formatted = 0
         self._failed = 0
-        self._soon = False
+        self._in.soon = False
         self._nudged = False
         self._dropped = 0
-        self._idle = True
+        self._in.idle = True
 
     def _at_exit(self) -> None:
         self.flush(FLUSH_TIMEOUT)

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from gateway import access_log
+from gateway import access_lines, access_log
 from gateway.access_lines import LineFormatter
 from gateway.access_log import AccessLog
 from gateway.asgi import PaywallMiddleware
@@ -76,7 +76,7 @@ def written(stream: io.StringIO) -> list[str]:
 
 @pytest.fixture
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> float:
-    monkeypatch.setattr(access_log, "wall_clock", lambda: T)
+    monkeypatch.setattr(access_lines, "wall_clock", lambda: T)
     return T
 
 
@@ -141,7 +141,7 @@ LINES = [
 def test_lines_are_the_ones_jsonformatter_wrote(
     monkeypatch: pytest.MonkeyPatch, values: tuple[Any, ...], duration: float, created: float
 ) -> None:
-    monkeypatch.setattr(access_log, "wall_clock", lambda: created)
+    monkeypatch.setattr(access_lines, "wall_clock", lambda: created)
     redact = redactor()
     stream = io.StringIO()
     writer = AccessLog(redact, stream)
