@@ -85,14 +85,26 @@ def _fields(pairs: Iterable[tuple[str, str]]) -> str:
     """Header lines, refused (ValueError) where aiohttp refuses to write them: a name or value
     with a control character but tab (CR and LF included)."""
     lines = []
+    names = _PRINTABLE_NAMES
     for name, value in pairs:
-        line = f"{name}: {value}"
         # A printable str holds no control character at all (nor a tab): the usual case, one
-        # C scan per line. Only a line that is not (a tab, some non-ASCII) is looked at closer.
-        if not line.isprintable() and (_refused(name) or _refused(value)):
+        # C scan of the value, and of a name only the first time. Only a part that is not (a
+        # tab, some non-ASCII) is looked at closer.
+        if not value.isprintable() and _refused(value):
             raise ValueError("a control character in a header")
-        lines.append(line)
+        if name not in names:
+            if not name.isprintable():
+                if _refused(name):
+                    raise ValueError("a control character in a header")
+            elif len(names) < _MAX_NAMES:
+                names.add(name)
+        lines.append(f"{name}: {value}")
     return "\r\n".join(lines) + "\r\n" if lines else ""
+
+
+# Header names found printable (the gateway's own, a few dozen): their check is a set lookup.
+_PRINTABLE_NAMES: set[str] = set()
+_MAX_NAMES = 256
 
 
 def _refused(part: str) -> bool:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.http.replies import Reply
-from gateway.web import protocol
+from gateway.web import protocol, responses
 from gateway.web.protocol import ANSWERS_SUPPORTED
 from gateway.web.responses import reply_bytes
 from tests.conftest import AccessCapture, free_port
@@ -364,6 +364,22 @@ def test_reply_bytes_keeps_what_aiohttp_writes(value: str) -> None:
     # refuses: written as given, in the name too.
     data = reply_bytes(Reply(200, [("X-A", value), (f"X-{value}", "b")]))
     assert f"X-A: {value}\r\nX-{value}: b\r\n".encode() in data
+
+
+def test_header_names_found_printable_are_remembered_within_a_bound() -> None:
+    """A name once found printable is looked up, not scanned, next time; past the memo's bound
+    names are scanned every time, and a name with a control character is refused however
+    many names came before it."""
+    for i in range(300):  # more than the memo keeps
+        reply_bytes(Reply(200, [(f"X-Name-{i}", "v")]))
+    assert 0 < len(responses._PRINTABLE_NAMES) <= responses._MAX_NAMES
+    assert "X-Name-0" in responses._PRINTABLE_NAMES
+    for name in ("X-Name-0", "X-Name-299"):
+        assert f"{name}: v\r\n".encode() in reply_bytes(Reply(200, [(name, "v")]))
+        with pytest.raises(ValueError, match="control character"):
+            reply_bytes(Reply(200, [(f"{name}\x01", "v")]))
+        with pytest.raises(ValueError, match="control character"):
+            reply_bytes(Reply(200, [(name, "v\n")]))
 
 
 def test_reply_bytes_keeps_a_tab_and_adds_aiohttps_headers() -> None:
