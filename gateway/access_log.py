@@ -117,7 +117,8 @@ class AccessLog:
         # The request path's half: the lines logged and not formatted yet (and flushes'
         # events), the count formatted and not written, and the flags it reads.
         self._in = Intake(max_lines, CHUNK, self._format_soon, self._drop, self._wake_writer)
-        self.log = self._in.log  # type: ignore[method-assign]  # (compiled, without a frame)
+        if type(self).log is AccessLog.log:  # (a subclass's own log stays its own)
+            self.log = self._in.log  # type: ignore[method-assign]  # (compiled, no frame)
         self._chunks: deque[tuple[str, int] | threading.Event] = deque()  # formatted, unwritten
         self._failed = 0  # entries no encoder took (under _formatting)
         self._nudge_at = max(1, max_lines // 4)  # formatted lines that wake the writer early

@@ -703,3 +703,29 @@ async def test_the_asgi_lifespan_shutdown_writes_the_last_lines() -> None:
     await asyncio.wait_for(server, 10)
     assert sent[-1] == {"type": "lifespan.shutdown.complete"}
     assert [json.loads(line)["path"] for line in written(stream)] == ["/0", "/1", "/2"]
+
+
+def test_log_is_the_intakes_own_unless_a_subclass_has_its_own() -> None:
+    """An access log's ``log`` is its Intake's (compiled in the compiled build: no
+    interpreted frame per request); a subclass that defines ``log`` keeps it."""
+    stream = io.StringIO()
+    plain = AccessLog(redactor(), stream)
+
+    class Counting(AccessLog):
+        calls = 0
+
+        def log(self, *values: Any) -> None:
+            Counting.calls += 1
+            super().log(*values)
+
+    counting = Counting(redactor(), stream)
+    try:
+        assert plain.log == plain._in.log
+        assert type(plain.log.__self__) is access_lines.Intake
+        counting.log("GET", "/a", 200, "granted", "granted", "l1", None, "127.0.0.1", 0.001)
+        assert Counting.calls == 1
+        assert counting.flush()
+        assert written(stream)[-1].startswith('{"ts":')
+    finally:
+        plain.close()
+        counting.close()
