@@ -366,10 +366,13 @@ def test_reply_bytes_keeps_what_aiohttp_writes(value: str) -> None:
     assert f"X-A: {value}\r\nX-{value}: b\r\n".encode() in data
 
 
-def test_header_names_found_printable_are_remembered_within_a_bound() -> None:
+def test_header_names_found_printable_are_remembered_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A name once found printable is looked up, not scanned, next time; past the memo's bound
     names are scanned every time, and a name with a control character is refused however
     many names came before it."""
+    monkeypatch.setattr(responses, "_PRINTABLE_NAMES", set())  # (whatever other tests left)
     for i in range(300):  # more than the memo keeps
         reply_bytes(Reply(200, [(f"X-Name-{i}", "v")]))
     assert 0 < len(responses._PRINTABLE_NAMES) <= responses._MAX_NAMES
