@@ -108,3 +108,24 @@ async def test_a_forced_close_writes_what_waits_first_and_a_gone_client_gets_not
     await asyncio.sleep(0)
     assert tb.writes == []
     assert asyncio.get_running_loop() not in protocol._UNSENT
+
+
+def later(connection: Any, data: bytes) -> asyncio.Future[bytes]:
+    """``connection`` answering a request Later, by a future the test sets."""
+    made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    connection._answer_later(protocol.Later(None, lambda: made))
+    return made
+
+
+async def test_later_answers_of_one_round_are_written_after_it_with_what_came_meanwhile() -> None:
+    (a, ta), (b, tb) = connections(2)
+    first, second = later(a, answer("/1")), later(b, answer("/2"))
+    a.data_received(get("/3"))  # held while /1 is answered, then answered on arrival
+    first.set_result(answer("/1"))
+    second.set_result(answer("/2"))  # delivered in the same round, as one Redis batch's
+    await asyncio.sleep(0)  # the round that runs the futures' callbacks
+    assert ta.writes == tb.writes == []
+    await asyncio.sleep(0)
+    assert ta.writes == [answer("/1") + answer("/3")]  # in order, one write
+    assert tb.writes == [answer("/2")]
+    assert asyncio.get_running_loop() not in protocol._UNSENT
