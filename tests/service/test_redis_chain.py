@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
@@ -504,6 +506,62 @@ async def test_a_kept_connection_that_redis_closed_is_tried_once_more(
     assert await connections_received(redis_client) > before  # it connected again
     assert a.errors == b.errors == []
     assert (b.guard.state, b.guard.is_open) == ("ok", False)
+
+
+async def test_a_kept_connection_reset_while_answering_is_tried_once_more() -> None:
+    """The connection the reader kept is reset after Redis read the batch (what the reader
+    meets is the operating system's error, not redis-py's): it is a lost connection like any
+    other, so the batch is asked once more on a new one and nothing fails. A stand-in Redis
+    on loopback (a real one cannot be made to reset mid-answer) answers every command, and
+    resets its first connection at its second EVALSHA."""
+    evalshas = 0
+    connections = 0
+    nothing = b"*1\r\n*5\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n"  # one lookup, no entry
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal evalshas, connections
+        connections += 1
+        first = connections == 1
+        try:
+            while True:
+                head = await reader.readline()  # *<n>
+                if not head:
+                    return
+                words = []
+                for _ in range(int(head[1:])):
+                    size = int((await reader.readline())[1:])
+                    words.append((await reader.readexactly(size + 2))[:-2])
+                if words[0].upper() == b"EVALSHA":
+                    evalshas += 1
+                    if first and evalshas == 2:
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        writer.transport.abort()  # an RST, not an orderly close
+                        return
+                    writer.write(nothing)
+                elif words[0].upper() == b"HELLO":  # the connection's set-up
+                    proto = int(words[1]) if len(words) > 1 else 2
+                    writer.write(b"%%1\r\n$5\r\nproto\r\n:%d\r\n" % proto)
+                else:
+                    writer.write(b"+OK\r\n")  # the rest of the set-up
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+    try:
+        reader = ChainReader(client, timeout=2.0)
+        lookup = ChainLookup("p:", "r:", "s", "s", "tp:", "tr:", ":x")
+        assert await reader.read(lookup) == ChainAnswer(None)
+        assert await reader.read(lookup) == ChainAnswer(None)  # reset, then asked again
+        assert (evalshas, connections) == (3, 2)
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_closing_the_client_closes_the_connections_the_reader_kept(
