@@ -110,7 +110,7 @@ async def test_a_forced_close_writes_what_waits_first_and_a_gone_client_gets_not
     assert asyncio.get_running_loop() not in protocol._UNSENT
 
 
-def later(connection: Any, data: bytes) -> asyncio.Future[bytes]:
+def later(connection: Any) -> asyncio.Future[bytes]:
     """``connection`` answering a request Later, by a future the test sets."""
     made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
     connection._answer_later(protocol.Later(None, lambda: made))
@@ -119,7 +119,7 @@ def later(connection: Any, data: bytes) -> asyncio.Future[bytes]:
 
 async def test_later_answers_of_one_round_are_written_after_it_with_what_came_meanwhile() -> None:
     (a, ta), (b, tb) = connections(2)
-    first, second = later(a, answer("/1")), later(b, answer("/2"))
+    first, second = later(a), later(b)
     a.data_received(get("/3"))  # held while /1 is answered, then answered on arrival
     first.set_result(answer("/1"))
     second.set_result(answer("/2"))  # delivered in the same round, as one Redis batch's
