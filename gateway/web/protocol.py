@@ -527,8 +527,9 @@ class _RequestHandler(RequestHandler):
 
     def _later_sent(self, response: bytes | Streamed | None) -> None:
         """Send a :class:`Later`'s answer (None: it failed), then what was held meanwhile; a
-        :class:`Streamed` one's head, then its body (:meth:`_stream`)."""
-        self._send_unsent()  # the answers to the requests before it in its read
+        :class:`Streamed` one's head, then its body (:meth:`_stream`). Whatever is written at
+        once follows the answers still waiting for the end of their round (those to the
+        requests before it in its read); bytes join them."""
         transport = self.transport
         if transport is None or transport.is_closing():
             self._later = self._held = None  # the client went away meanwhile
@@ -537,10 +538,12 @@ class _RequestHandler(RequestHandler):
             return
         if response is None:
             self._later = self._held = None
+            self._send_unsent()
             transport.write(_SERVER_ERROR)
             self.force_close()
             return
         if isinstance(response, Streamed):
+            self._send_unsent()
             transport.write(response.head)
             self._later = self._loop.create_task(self._stream(transport, response.body))
             return
